@@ -1,0 +1,1 @@
+"""Input data: the bundled digits, image folders, long-tail subsets and batching."""

@@ -1,0 +1,1 @@
+"""Networks: one ResNet for student, labeler and encoder; the BigBiGAN modules."""
