@@ -1,0 +1,58 @@
+"""Runs Teacher Guided Training: teachers, then one student per method.
+
+Kept short on purpose: the logic lives in `tgt_jax.train`, importable and
+testable.
+
+  python main.py --config=configs/digits_lt.py [--workdir=DIR]
+      [--config.<field>=<value> ...]
+"""
+
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from tgt_jax import train
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    'config', None, 'Experiment config, e.g. configs/digits_lt.py[:quick].',
+    lock_config=True)
+flags.DEFINE_string('workdir', None,
+                    'Output directory (default: workdirs/<config name>).')
+flags.DEFINE_bool(
+    'multihost', False,
+    'Call jax.distributed.initialize() first: one process per host on TPU '
+    'pods and GPU clusters (see README, "Many hosts").')
+flags.mark_flags_as_required(['config'])
+
+
+def default_workdir(config_path: str) -> str:
+  """workdirs/<config file name>[_<argument>], e.g. workdirs/digits_lt_quick."""
+  path, _, argument = config_path.partition(':')
+  name = os.path.splitext(os.path.basename(path))[0]
+  return os.path.join('workdirs', f'{name}_{argument}' if argument else name)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # TensorFlow is only an input-pipeline library here: keep it off the GPUs.
+  try:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tf.config.set_visible_devices([], 'GPU')
+  except ImportError:
+    pass
+  if FLAGS.multihost:
+    jax.distributed.initialize()
+  workdir = FLAGS.workdir or default_workdir(FLAGS['config'].config_filename)
+  logging.info('JAX process %d of %d, devices: %s', jax.process_index(),
+               jax.process_count(), jax.devices())
+  train.train_and_evaluate(FLAGS.config, workdir)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,380 @@
+"""Tests of the networks: ResNet family and the BigBiGAN modules."""
+
+import jax
+
+# Tiny models: compile time dominates, and these tests check values, not
+# speed.
+jax.config.update('jax_disable_most_optimizations', True)
+
+import flax.linen as nn  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+import pytest  # pylint: disable=g-import-not-at-top
+
+from tgt_jax.models import bigbigan  # pylint: disable=g-import-not-at-top
+from tgt_jax.models import resnet  # pylint: disable=g-import-not-at-top
+
+# A generator small enough to run in well under a second on CPU.
+TINY_GENERATOR = dict(base_channels=4, channel_multipliers=(4, 2, 1),
+                      latent_dim=12, embedding_dim=8, attention_resolution=8,
+                      output_channels=1)
+
+
+def _shapes(tree):
+  return jax.tree_util.tree_map(lambda leaf: tuple(leaf.shape), tree)
+
+
+def _abstract_apply(model, *inputs, train=False):
+  """Shapes of init's variables and apply's outputs, without any FLOPs."""
+  variables = jax.eval_shape(
+      lambda *x: model.init(jax.random.PRNGKey(0), *x, train=train), *inputs)
+  outputs = jax.eval_shape(
+      lambda v, *x: model.apply(v, *x, train=train), variables, *inputs)
+  return variables, outputs
+
+
+def _init_tiny_generator(**overrides):
+  generator = bigbigan.Generator(**{**TINY_GENERATOR, **overrides})
+  z = jax.random.normal(jax.random.PRNGKey(1), (2, generator.latent_dim))
+  variables = generator.init(jax.random.PRNGKey(0), z, train=False)
+  return generator, variables, z
+
+
+def _path_exists(tree, path):
+  for key in path:
+    if key not in tree:
+      return False
+    tree = tree[key]
+  return True
+
+
+# ---------------------------------------------------------------------------
+# ResNet.
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('depth,small_image_stem,image_size', [
+    (18, True, 8), (18, False, 32), (50, True, 8), (50, False, 32)])
+def test_resnet_output_shapes(depth, small_image_stem, image_size):
+  model = resnet.create_resnet(depth, num_classes=10, width_multiplier=0.0625,
+                               small_image_stem=small_image_stem)
+  images = jnp.zeros((2, image_size, image_size, 3))
+  variables, (logits, embedding) = _abstract_apply(model, images)
+  width = 4
+  expected_dim = width * 8 * (4 if depth == 50 else 1)
+  assert logits.shape == (2, 10) and logits.dtype == jnp.float32
+  assert embedding.shape == (2, expected_dim)
+  assert embedding.dtype == jnp.float32
+  assert variables['params']['classifier']['kernel'].shape == (expected_dim,
+                                                                10)
+  assert 'batch_stats' in variables
+
+
+def test_resnet_without_classifier_returns_none_logits():
+  model = resnet.create_resnet(18, num_classes=None, width_multiplier=0.0625,
+                               small_image_stem=True)
+  variables, (logits, embedding) = _abstract_apply(
+      model, jnp.zeros((2, 8, 8, 1)))
+  assert logits is None
+  assert embedding.shape == (2, 32)
+  assert 'classifier' not in variables['params']
+
+
+def test_create_resnet_rejects_unknown_depth():
+  with pytest.raises(ValueError, match=r'20.*\[18, 34, 50, 101\]'):
+    resnet.create_resnet(20, num_classes=10)
+
+
+def test_create_resnet_width_multiplier_rounds_and_floors():
+  assert resnet.create_resnet(18, 10, width_multiplier=0.25).width == 16
+  assert resnet.create_resnet(18, 10, width_multiplier=0.001).width == 1
+
+
+@pytest.mark.parametrize('preactivation', [False, True])
+def test_resnet_trains_and_evaluates(preactivation):
+  model = resnet.create_resnet(18, num_classes=3, width_multiplier=0.0625,
+                               small_image_stem=True,
+                               preactivation=preactivation)
+  images = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 1))
+  variables = model.init(jax.random.PRNGKey(1), images, train=False)
+  (logits, embedding), updates = model.apply(
+      variables, images, train=True, mutable=['batch_stats'])
+  assert logits.shape == (4, 3) and embedding.shape == (4, 32)
+  assert np.all(np.isfinite(logits))
+  # Training must move the running statistics; eval must use them.
+  old_stats = jax.tree_util.tree_leaves(variables['batch_stats'])
+  new_stats = jax.tree_util.tree_leaves(updates['batch_stats'])
+  assert any(not np.allclose(a, b) for a, b in zip(old_stats, new_stats))
+  eval_logits, _ = model.apply({**variables, **updates}, images, train=False)
+  assert np.all(np.isfinite(eval_logits))
+  if preactivation:
+    assert 'final_bn' in variables['params']
+    assert 'stem_bn' not in variables['params']
+
+
+def test_resnet_bfloat16_compute_keeps_float32_params_and_outputs():
+  model = resnet.create_resnet(18, num_classes=3, width_multiplier=0.0625,
+                               small_image_stem=True, dtype=jnp.bfloat16)
+  variables, (logits, embedding) = _abstract_apply(
+      model, jnp.zeros((2, 8, 8, 1)))
+  assert all(leaf.dtype == jnp.float32
+             for leaf in jax.tree_util.tree_leaves(variables))
+  assert logits.dtype == jnp.float32 and embedding.dtype == jnp.float32
+
+
+# ---------------------------------------------------------------------------
+# Spectral normalisation.
+# ---------------------------------------------------------------------------
+
+
+def test_spectral_normalize_kernel_converges_to_unit_norm():
+  rng_kernel, rng_u = jax.random.split(jax.random.PRNGKey(0))
+  kernel = jax.random.normal(rng_kernel, (3, 3, 4, 8)) * 5.0
+  u = jax.random.normal(rng_u, (8,))
+  for _ in range(30):
+    normalized, u = bigbigan.spectral_normalize_kernel(kernel, u)
+  assert normalized.shape == kernel.shape
+  matrix = np.asarray(normalized).reshape(-1, 8)
+  np.testing.assert_allclose(np.linalg.svd(matrix, compute_uv=False)[0], 1.0,
+                             rtol=1e-3)
+
+
+def test_spectral_layers_keep_plain_param_names_and_u_elsewhere():
+  x = jnp.ones((2, 4, 4, 3))
+  conv = bigbigan.SpectralConv(5, kernel_size=3)
+  variables = conv.init(jax.random.PRNGKey(0), x, train=False)
+  reference = jax.eval_shape(
+      lambda: nn.Conv(5, (3, 3)).init(jax.random.PRNGKey(0), x))
+  assert _shapes(variables['params']) == _shapes(reference['params'])
+  assert variables['spectral']['u'].shape == (5,)
+  dense = bigbigan.SpectralDense(6, use_bias=False, spectral_norm=False)
+  plain_variables = dense.init(jax.random.PRNGKey(0), jnp.ones((2, 3)),
+                               train=True)
+  assert set(plain_variables) == {'params'}
+  assert set(plain_variables['params']) == {'kernel'}
+
+
+def test_spectral_u_updates_only_in_train_mode_when_mutable():
+  dense = bigbigan.SpectralDense(6)
+  x = jnp.ones((2, 3))
+  variables = dense.init(jax.random.PRNGKey(0), x, train=False)
+  u = variables['spectral']['u']
+  _, eval_updates = dense.apply(variables, x, train=False,
+                                mutable=['spectral'])
+  np.testing.assert_array_equal(eval_updates['spectral']['u'], u)
+  _, train_updates = dense.apply(variables, x, train=True,
+                                 mutable=['spectral'])
+  assert not np.allclose(train_updates['spectral']['u'], u)
+  # Read-only training calls (e.g. inside a loss) must still work.
+  dense.apply(variables, x, train=True)
+
+
+# ---------------------------------------------------------------------------
+# Generator.
+# ---------------------------------------------------------------------------
+
+
+def test_tiny_generator_output_shape_and_range():
+  generator, variables, z = _init_tiny_generator()
+  assert generator.resolution == 16
+  images = generator.apply(variables, z * 10.0, train=False)
+  assert images.shape == (2, 16, 16, 1) and images.dtype == jnp.float32
+  assert np.all(np.abs(images) <= 1.0)
+  images, updates = generator.apply(variables, z, train=True,
+                                    mutable=['batch_stats', 'spectral'])
+  assert images.shape == (2, 16, 16, 1)
+  assert set(updates) == {'batch_stats', 'spectral'}
+
+
+def test_generator_uses_every_latent_chunk():
+  generator, variables, z = _init_tiny_generator()
+  baseline = generator.apply(variables, z, train=False)
+  for chunk in range(3):
+    changed_z = z.at[:, 4 * chunk:4 * (chunk + 1)].add(1.0)
+    changed = generator.apply(variables, changed_z, train=False)
+    assert not np.allclose(baseline, changed), f'chunk {chunk} is unused'
+
+
+def test_generator_rejects_indivisible_latent():
+  generator = bigbigan.Generator(**{**TINY_GENERATOR, 'latent_dim': 13})
+  with pytest.raises(ValueError, match='divisible'):
+    generator.init(jax.random.PRNGKey(0), jnp.zeros((1, 13)), train=False)
+
+
+def test_generator_rejects_unreachable_attention_resolution():
+  generator = bigbigan.Generator(**{**TINY_GENERATOR,
+                                    'attention_resolution': 4})
+  with pytest.raises(ValueError, match='attention_resolution'):
+    generator.init(jax.random.PRNGKey(0), jnp.zeros((1, 12)), train=False)
+
+
+def test_generator_variables_cover_the_tf_names():
+  _, variables, _ = _init_tiny_generator()
+  name_map = bigbigan.tf_generator_name_map(num_gblocks=2, attention=True)
+  for tf_name, path in name_map.items():
+    assert _path_exists(variables, path), (tf_name, path)
+  # And nothing in the Flax tree is left without a TF name.
+  mapped = {path for path in name_map.values()}
+  flat = jax.tree_util.tree_flatten_with_path(variables)[0]
+  for key_path, _ in flat:
+    path = tuple(key.key for key in key_path)
+    assert path in mapped, path
+  for block in ('GBlock_0', 'GBlock_1'):
+    assert set(variables['params'][block]) == {
+        'BatchNorm_0', 'BatchNorm_1', 'conv0', 'conv1', 'conv_sc'}
+    for norm in ('BatchNorm_0', 'BatchNorm_1'):
+      assert set(variables['params'][block][norm]) == {'scale', 'offset'}
+  assert set(variables['params']['attention']) == {
+      'theta', 'phi', 'g', 'o_conv', 'gamma'}
+  assert set(variables['batch_stats']) == {'GBlock_0', 'GBlock_1',
+                                           'BatchNorm'}
+
+
+def test_tf_name_map_numbers_blocks_like_tf():
+  name_map = bigbigan.TF_GENERATOR_NAME_MAP
+  assert name_map['GBlock/conv0/w'] == ('params', 'GBlock_0', 'conv0',
+                                        'kernel')
+  assert name_map['GBlock_4/BatchNorm_1/offset/w'] == (
+      'params', 'GBlock_4', 'BatchNorm_1', 'offset', 'kernel')
+  assert name_map['GBlock_1/BatchNorm/accumulated_var'] == (
+      'batch_stats', 'GBlock_1', 'BatchNorm_0', 'var')
+  assert name_map['GenZ/G_linear/u0'] == ('spectral', 'GenZ_G_linear', 'u')
+  assert 'GBlock_5/conv0/w' not in name_map
+
+
+def test_biggan128_shapes_match_the_tf_module():
+  generator = bigbigan.Generator()
+  assert generator.resolution == 128
+  variables, images = _abstract_apply(
+      generator, jax.ShapeDtypeStruct((2, 120), jnp.float32))
+  assert images.shape == (2, 128, 128, 3)
+  params = _shapes(variables['params'])
+  assert params['linear']['kernel'] == (1, 128)
+  assert params['GenZ_G_linear']['kernel'] == (20, 4 * 4 * 1536)
+  assert params['GenZ_G_linear']['bias'] == (4 * 4 * 1536,)
+  channels = [1536, 1536, 768, 384, 192, 96]
+  for index in range(5):
+    block = params[f'GBlock_{index}']
+    c_in, c_out = channels[index], channels[index + 1]
+    assert block['conv0']['kernel'] == (3, 3, c_in, c_out)
+    assert block['conv1']['kernel'] == (3, 3, c_out, c_out)
+    assert block['conv_sc']['kernel'] == (1, 1, c_in, c_out)
+    assert block['BatchNorm_0']['scale']['kernel'] == (148, c_in)
+    assert block['BatchNorm_1']['offset']['kernel'] == (148, c_out)
+  attention = params['attention']
+  assert attention['theta']['kernel'] == (1, 1, 192, 24)
+  assert attention['phi']['kernel'] == (1, 1, 192, 24)
+  assert attention['g']['kernel'] == (1, 1, 192, 96)
+  assert attention['o_conv']['kernel'] == (1, 1, 96, 192)
+  assert attention['gamma'] == ()
+  assert params['BatchNorm']['scale'] == (96,)
+  assert params['conv_2d']['kernel'] == (3, 3, 96, 3)
+  assert _shapes(variables['spectral'])['GenZ_G_linear']['u'] == (24576,)
+  for tf_name, path in bigbigan.TF_GENERATOR_NAME_MAP.items():
+    assert _path_exists(variables, path), tf_name
+
+
+def test_baked_generator_matches_spectral_norm_generator_in_eval():
+  generator, variables, z = _init_tiny_generator()
+  # One training step moves u and the running statistics off their init.
+  _, updates = generator.apply(variables, z, train=True,
+                               mutable=['batch_stats', 'spectral'])
+  variables = {**variables, **updates}
+  # Orthogonal init has sigma = 1, which would make spectral norm a no-op;
+  # perturbed weights (and a non-zero attention gamma) make the test bite.
+  leaves, treedef = jax.tree_util.tree_flatten(variables['params'])
+  rngs = jax.random.split(jax.random.PRNGKey(5), len(leaves))
+  params = jax.tree_util.tree_unflatten(treedef, [
+      1.5 * leaf + 0.2 * jax.random.normal(rng, leaf.shape)
+      for leaf, rng in zip(leaves, rngs)])
+  params['attention']['gamma'] = jnp.asarray(0.5)
+  expected = generator.apply({**variables, 'params': params}, z, train=False)
+
+  baked = bigbigan.bake_spectral_norm(params, variables['spectral'])
+  assert _shapes(baked) == _shapes(params)
+  plain = bigbigan.Generator(**TINY_GENERATOR, spectral_norm=False)
+  actual = plain.apply({'params': baked,
+                        'batch_stats': variables['batch_stats']},
+                       z, train=False)
+  np.testing.assert_allclose(actual, expected, atol=1e-5)
+  # Guards against a vacuous pass: unbaked kernels give other images.
+  unbaked = plain.apply({'params': params,
+                         'batch_stats': variables['batch_stats']},
+                        z, train=False)
+  assert not np.allclose(unbaked, expected, atol=1e-3)
+  # The frozen teacher has no spectral state at all.
+  assert 'spectral' not in plain.init(jax.random.PRNGKey(0), z, train=False)
+
+
+# ---------------------------------------------------------------------------
+# Encoder, discriminator, losses.
+# ---------------------------------------------------------------------------
+
+
+def test_encoder_shapes_and_positive_scale():
+  encoder = bigbigan.Encoder(depth=18, width_multiplier=0.0625,
+                             small_image_stem=True, latent_dim=12,
+                             head_hidden=(16,))
+  images = jax.random.normal(jax.random.PRNGKey(0), (3, 16, 16, 1))
+  variables = encoder.init(jax.random.PRNGKey(1), images, train=False)
+  z_mean, z_scale = encoder.apply(variables, images, train=False)
+  assert z_mean.shape == (3, 12) and z_scale.shape == (3, 12)
+  assert z_mean.dtype == jnp.float32 and z_scale.dtype == jnp.float32
+  assert np.all(z_scale > 0)
+  # The backbone is the shared ResNet, in its pre-activation form.
+  assert 'final_bn' in variables['params']['backbone']
+  z = bigbigan.sample_latent(z_mean, z_scale, jax.random.PRNGKey(2))
+  assert z.shape == (3, 12)
+  assert not np.allclose(z, z_mean)
+
+
+def test_encoder_paper_shapes():
+  encoder = bigbigan.Encoder()
+  _, (z_mean, z_scale) = _abstract_apply(
+      encoder, jax.ShapeDtypeStruct((2, 256, 256, 3), jnp.float32))
+  assert z_mean.shape == (2, 120) and z_scale.shape == (2, 120)
+
+
+def test_sample_latent_is_mean_plus_scaled_noise():
+  z_mean = jnp.array([[1.0, -2.0]])
+  z_scale = jnp.array([[0.5, 2.0]])
+  rng = jax.random.PRNGKey(3)
+  noise = jax.random.normal(rng, (1, 2))
+  np.testing.assert_allclose(bigbigan.sample_latent(z_mean, z_scale, rng),
+                             z_mean + z_scale * noise, rtol=1e-6)
+
+
+@pytest.mark.parametrize('attention_resolution', [0, 8])
+def test_discriminator_scores(attention_resolution):
+  discriminator = bigbigan.Discriminator(
+      base_channels=4, channel_multipliers=(1, 2, 4), latent_hidden=(8, 8),
+      joint_hidden=(16,), attention_resolution=attention_resolution)
+  images = jax.random.normal(jax.random.PRNGKey(0), (3, 16, 16, 1))
+  z = jax.random.normal(jax.random.PRNGKey(1), (3, 12))
+  variables = discriminator.init(jax.random.PRNGKey(2), images, z,
+                                 train=False)
+  scores, updates = discriminator.apply(variables, images, z, train=True,
+                                        mutable=['spectral'])
+  assert set(scores) == {'score_x', 'score_z', 'score_xz'}
+  for score in scores.values():
+    assert score.shape == (3,) and score.dtype == jnp.float32
+  assert set(variables) == {'params', 'spectral'}
+  assert ('attention' in variables['params']) == bool(attention_resolution)
+  assert set(updates) == {'spectral'}
+
+
+def test_hinge_losses_on_hand_computed_values():
+  scores_real = {'score_x': jnp.array([2.0, 0.0]),
+                 'score_z': jnp.array([0.5, 0.5]),
+                 'score_xz': jnp.array([-1.0, 3.0])}
+  scores_fake = {'score_x': jnp.array([-2.0, 0.0]),
+                 'score_z': jnp.array([1.0, -0.5]),
+                 'score_xz': jnp.array([0.0, 0.0])}
+  d_loss, eg_loss = bigbigan.bigbigan_hinge_losses(scores_real, scores_fake)
+  # D: real relu(1 - s): x (0 + 1) / 2, z (.5 + .5) / 2, xz (2 + 0) / 2
+  #    fake relu(1 + s): x (0 + 1) / 2, z (2 + .5) / 2,  xz (1 + 1) / 2
+  expected_d = 0.5 + 0.5 + 1.0 + 0.5 + 1.25 + 1.0
+  # EG: mean real - mean fake: x 1 - (-1), z 0.5 - 0.25, xz 1 - 0
+  expected_eg = 2.0 + 0.25 + 1.0
+  np.testing.assert_allclose(d_loss, expected_d, rtol=1e-6)
+  np.testing.assert_allclose(eg_loss, expected_eg, rtol=1e-6)

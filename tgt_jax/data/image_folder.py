@@ -1,0 +1,202 @@
+"""Loads a user's own images from a train/test folder tree into memory.
+
+Expected layout (one sub-folder per class; class names are the sorted names of
+the train sub-folders, and a class's label is its index in that order):
+
+  ROOT/train/<class>/*.{png,jpg,jpeg,bmp,gif}
+  ROOT/test/<class>/*.{png,jpg,jpeg,bmp,gif}
+
+Every image is decoded with PIL, converted to grey-scale or RGB, centre-cropped
+to a square and resized to image_size x image_size, so the whole set fits in
+one uint8 array. That suits the small data sets TGT's long-tail experiments
+use; larger sets need a streaming input pipeline instead.
+"""
+
+import os
+from typing import Any
+
+from absl import logging
+import numpy as np
+from PIL import Image
+from PIL import ImageOps
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
+_DECODE_ERROR_MODES = ('error', 'skip')
+_CHANNELS_TO_MODE = {1: 'L', 3: 'RGB'}
+_LAYOUT_HINT = ('Expected layout: ROOT/train/<class>/*.png (or .jpg, .jpeg, '
+                '.bmp, .gif) and ROOT/test/<class>/*, one sub-folder per '
+                'class.')
+
+# PIL signals a broken or unsupported file through several exception types
+# (UnidentifiedImageError is an OSError; some truncated PNGs raise
+# SyntaxError), and DecompressionBombError derives from Exception directly.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError,
+                  Image.DecompressionBombError)
+
+
+def load_image_folder(root: str,
+                      image_size: int,
+                      channels: int,
+                      on_decode_error: str = 'error') -> dict[str, Any]:
+  """Loads ROOT/train and ROOT/test image folders into uint8 arrays.
+
+  Files are read in sorted order, so the result is deterministic. Only files
+  directly inside a class folder with one of IMAGE_EXTENSIONS (any case) are
+  read; hidden files (e.g. macOS '._x.jpg'), other files and nested folders are
+  ignored. JPEG orientation tags are applied, a GIF contributes its first
+  frame, and transparency is dropped.
+
+  Args:
+    root: the folder holding train/ and test/.
+    image_size: side length S of the square output images, at least 1.
+    channels: 1 for grey-scale, 3 for RGB.
+    on_decode_error: 'error' to raise on the first file PIL cannot decode,
+      'skip' to log a warning for it, leave it out and count it.
+
+  Returns:
+    A dict with 'train_images' and 'test_images' (uint8 [N, S, S, channels]),
+    'train_labels' and 'test_labels' (int32 [N]), 'class_names' (list of str,
+    label i is class_names[i]) and 'num_skipped' (int, undecodable files left
+    out over both splits).
+
+  Raises:
+    FileNotFoundError: if root, ROOT/train or ROOT/test does not exist.
+    ValueError: for an unknown on_decode_error or channels, image_size < 1,
+      fewer than two train classes, a class folder with no images (or none
+      that decode), a test class that is not a train class, or, with
+      on_decode_error='error', a file that cannot be decoded.
+  """
+  if on_decode_error not in _DECODE_ERROR_MODES:
+    raise ValueError(f'on_decode_error must be one of {_DECODE_ERROR_MODES}, '
+                     f'got {on_decode_error!r}.')
+  if channels not in _CHANNELS_TO_MODE:
+    raise ValueError(f'channels must be 1 (grey-scale) or 3 (RGB), got '
+                     f'{channels}.')
+  if image_size < 1:
+    raise ValueError(f'image_size must be at least 1, got {image_size}.')
+  if not os.path.exists(root):
+    raise FileNotFoundError(
+        f'Image folder {root!r} does not exist. Create it or pass the right '
+        f'path. {_LAYOUT_HINT}')
+  if not os.path.isdir(root):
+    raise ValueError(f'Image folder {root!r} is a file, not a folder. '
+                     f'{_LAYOUT_HINT}')
+  split_dirs = {}
+  for split in ('train', 'test'):
+    split_dir = os.path.join(root, split)
+    if not os.path.isdir(split_dir):
+      raise FileNotFoundError(
+          f'{split_dir!r} does not exist. Put the {split} images in one '
+          f'sub-folder per class there. {_LAYOUT_HINT}')
+    split_dirs[split] = split_dir
+
+  class_names = _class_folders(split_dirs['train'])
+  if len(class_names) < 2:
+    raise ValueError(
+        f'{split_dirs["train"]!r} has {len(class_names)} class sub-folder(s) '
+        f'({class_names}); classification needs at least 2. Put each class\'s '
+        f'images in its own sub-folder (images directly in train/ are not '
+        f'read). {_LAYOUT_HINT}')
+  test_class_names = _class_folders(split_dirs['test'])
+  if not test_class_names:
+    raise ValueError(
+        f'{split_dirs["test"]!r} has no class sub-folders. Add test images in '
+        f'sub-folders named like the train classes {class_names}.')
+  unknown = sorted(set(test_class_names) - set(class_names))
+  if unknown:
+    raise ValueError(
+        f'Test classes {unknown} in {split_dirs["test"]!r} have no train '
+        f'folder, so they have no label. Rename them to one of the train '
+        f'classes {class_names} or add matching folders under '
+        f'{split_dirs["train"]!r}.')
+  missing = sorted(set(class_names) - set(test_class_names))
+  if missing:
+    # Allowed, but per-class test accuracy for these classes is undefined.
+    logging.warning('Train classes %s have no folder in %s; they are not '
+                    'evaluated.', missing, split_dirs['test'])
+
+  label_of = {name: label for label, name in enumerate(class_names)}
+  target_mode = _CHANNELS_TO_MODE[channels]
+  result = {'class_names': class_names}
+  num_skipped = 0
+  for split, names in (('train', class_names), ('test', test_class_names)):
+    images = []
+    labels = []
+    for class_name in names:
+      class_dir = os.path.join(split_dirs[split], class_name)
+      paths = _image_files(class_dir)
+      if not paths:
+        raise ValueError(
+            f'Class folder {class_dir!r} holds no images. Add images with '
+            f'one of the extensions {IMAGE_EXTENSIONS}, or remove the folder.')
+      num_decoded = 0
+      for path in paths:
+        try:
+          image = _decode(path, image_size, target_mode)
+        except _DECODE_ERRORS as error:
+          if on_decode_error == 'error':
+            raise ValueError(
+                f'Cannot decode image {path!r}: {error}. Remove or replace '
+                "the file, or pass on_decode_error='skip' to leave out "
+                'undecodable files with a warning.') from error
+          logging.warning('Skipping image %r, which cannot be decoded: %s',
+                          path, error)
+          num_skipped += 1
+          continue
+        images.append(image)
+        labels.append(label_of[class_name])
+        num_decoded += 1
+      if not num_decoded:
+        raise ValueError(
+            f'None of the {len(paths)} images in {class_dir!r} could be '
+            'decoded. Replace them with valid images or remove the folder.')
+    result[f'{split}_images'] = np.stack(images).reshape(
+        [-1, image_size, image_size, channels])
+    result[f'{split}_labels'] = np.asarray(labels, np.int32)
+  result['num_skipped'] = num_skipped
+  return result
+
+
+def _class_folders(split_dir: str) -> list[str]:
+  """Sorted names of the non-hidden sub-folders of split_dir."""
+  return sorted(
+      entry.name for entry in os.scandir(split_dir)
+      if entry.is_dir() and not entry.name.startswith('.'))
+
+
+def _image_files(class_dir: str) -> list[str]:
+  """Sorted paths of the non-hidden image files directly in class_dir."""
+  return sorted(
+      entry.path for entry in os.scandir(class_dir)
+      if entry.is_file() and not entry.name.startswith('.') and
+      entry.name.lower().endswith(IMAGE_EXTENSIONS))
+
+
+def _decode(path: str, image_size: int, target_mode: str) -> np.ndarray:
+  """Decodes one file into a uint8 [S, S] ('L') or [S, S, 3] ('RGB') array."""
+  with Image.open(path) as image:
+    # load() forces the full decode here, so truncated files fail inside the
+    # caller's error handling rather than later.
+    image.load()
+    image = ImageOps.exif_transpose(image)
+    image = _to_mode(image, target_mode)
+  width, height = image.size
+  side = min(width, height)
+  left = (width - side) // 2
+  top = (height - side) // 2
+  image = image.crop((left, top, left + side, top + side))
+  image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+  return np.asarray(image, np.uint8)
+
+
+def _to_mode(image: Image.Image, target_mode: str) -> Image.Image:
+  """Converts to 'L' or 'RGB', keeping the full range of 16-bit images."""
+  if image.mode in ('I', 'I;16', 'I;16B', 'I;16L'):
+    # PIL's own conversion clips these 16-bit values at 255 (turning most of
+    # the image white); scale 0..65535 to 0..255 instead.
+    values = np.asarray(image, np.float64) / 257.0
+    image = Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
+  elif image.mode == 'P' and 'transparency' in image.info:
+    # Going through RGBA avoids PIL's warning for palette transparency.
+    image = image.convert('RGBA')
+  return image.convert(target_mode)

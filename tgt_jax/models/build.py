@@ -1,0 +1,58 @@
+"""Modules from config sections: the one place a config becomes a network."""
+
+from typing import Any
+
+import jax.numpy as jnp
+import ml_collections
+
+from tgt_jax.models import bigbigan
+from tgt_jax.models import resnet
+
+
+def classifier(model_config: ml_collections.ConfigDict, num_classes: int,
+               dtype: Any = jnp.float32) -> resnet.ResNet:
+  """Student or teacher labeler: both are the one ResNet family."""
+  return resnet.create_resnet(
+      model_config.depth, num_classes,
+      width_multiplier=model_config.width_multiplier,
+      small_image_stem=model_config.small_image_stem, dtype=dtype)
+
+
+def generator(gen_config: ml_collections.ConfigDict,
+              spectral_norm: bool) -> bigbigan.Generator:
+  """BigBiGAN's G; `spectral_norm=False` for the frozen (baked) teacher."""
+  module = bigbigan.Generator(
+      base_channels=gen_config.base_channels,
+      channel_multipliers=tuple(gen_config.channel_multipliers),
+      latent_dim=gen_config.latent_dim,
+      embedding_dim=gen_config.embedding_dim,
+      attention_resolution=gen_config.attention_resolution,
+      output_channels=gen_config.channels,
+      spectral_norm=spectral_norm)
+  if module.resolution != gen_config.image_size:
+    raise ValueError(
+        f'teacher_generator.image_size={gen_config.image_size} does not match '
+        f'the {len(gen_config.channel_multipliers) - 1} GBlocks of '
+        f'channel_multipliers={tuple(gen_config.channel_multipliers)} '
+        f'(resolution {module.resolution}); each GBlock doubles 4x4.')
+  return module
+
+
+def encoder(gen_config: ml_collections.ConfigDict) -> bigbigan.Encoder:
+  """BigBiGAN's E: a pre-activation ResNet with a Gaussian head."""
+  return bigbigan.Encoder(
+      depth=gen_config.encoder_depth,
+      width_multiplier=gen_config.encoder_width_multiplier,
+      small_image_stem=gen_config.encoder_small_image_stem,
+      latent_dim=gen_config.latent_dim,
+      head_hidden=tuple(gen_config.encoder_head_hidden))
+
+
+def discriminator(gen_config: ml_collections.ConfigDict
+                  ) -> bigbigan.Discriminator:
+  """BigBiGAN's joint (x, z) discriminator, only to train a teacher."""
+  return bigbigan.Discriminator(
+      base_channels=gen_config.discriminator_base_channels,
+      channel_multipliers=tuple(gen_config.discriminator_channel_multipliers),
+      latent_hidden=tuple(gen_config.discriminator_latent_hidden),
+      joint_hidden=tuple(gen_config.discriminator_joint_hidden))

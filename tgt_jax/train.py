@@ -1,0 +1,311 @@
+"""The TGT pipeline as stages: teacher labeler, teacher generator, students.
+
+`train_and_evaluate(config, workdir)` runs, in order,
+
+1. the teacher labeler (trained on the full train split, or restored),
+2. the teacher generator, BigBiGAN's E and G (trained without labels on the
+   full train split, or restored), only if a TGT method is asked for,
+3. one student per entry of `config.methods`, on the long-tail subset,
+
+reusing every stage whose checkpoint is already complete and resuming any
+stage that was interrupted. Each model is evaluated on the balanced test
+split; `results.json` / `results.md` are rewritten after every stage, so what
+finished is never lost.
+
+Workdir layout: `teacher_labeler/`, `teacher_generator/`, `students/<method>/`
+(orbax checkpoints), `results.json`, `results.md`, `samples.png` and the
+TensorBoard event files.
+"""
+
+import dataclasses
+import os
+from typing import Any, Optional
+
+from absl import logging
+from clu import metric_writers
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from tgt_jax import evaluation
+from tgt_jax import generator_training
+from tgt_jax import image_ops
+from tgt_jax import sharding
+from tgt_jax import train_steps
+from tgt_jax import training_loop
+from tgt_jax import visualize
+from tgt_jax.data import pipeline
+from tgt_jax.models import build
+
+TGT_METHODS = ('tgt_random', 'tgt_gradient', 'tgt_prior')
+
+
+def validate_config(config: ml_collections.ConfigDict, mesh) -> None:
+  """Fails before any compute on what the config cannot mean."""
+  for method in config.methods:
+    if method not in train_steps.METHODS:
+      raise ValueError(f'Unknown method {method!r} in config.methods; choose '
+                       f'from {train_steps.METHODS}.')
+  sharding.check_batch_size(config.batch_size, mesh, 'batch_size')
+  sharding.check_batch_size(config.eval_batch_size, mesh, 'eval_batch_size')
+  sharding.check_batch_size(config.teacher_labeler.batch_size, mesh,
+                            'teacher_labeler.batch_size')
+  if any(m in TGT_METHODS for m in config.methods):
+    sharding.check_batch_size(config.teacher_generator.batch_size, mesh,
+                              'teacher_generator.batch_size')
+
+
+def _uses_generator(config) -> bool:
+  return any(m in TGT_METHODS for m in config.methods)
+
+
+@dataclasses.dataclass
+class Context:
+  """What every stage needs: config, data, devices, output."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  data: pipeline.ClassificationData
+  mesh: Any
+  writer: metric_writers.MetricWriter
+
+
+def _train_classifier(ctx: Context, *, name: str, directory: str,
+                      models: train_steps.StepModels, method: str,
+                      teachers: dict, images: np.ndarray, labels: np.ndarray,
+                      optim: ml_collections.ConfigDict, seed: int,
+                      max_shift: int) -> dict:
+  """Trains one classifier (labeler or student) with `method`'s step."""
+  config = ctx.config
+  num_steps = pipeline.steps_for_epochs(len(labels), optim.batch_size,
+                                        optim.num_epochs)
+  steps_per_epoch = len(labels) / optim.batch_size
+  tx, _ = train_steps.create_optimizer(
+      optim.get('optimizer', 'sgd'), optim.peak_learning_rate,
+      int(optim.warmup_epochs * steps_per_epoch), num_steps,
+      optim.weight_decay, optim.get('momentum', 0.9))
+  models = dataclasses.replace(models, tx=tx)
+  c = models.student_config
+  state = train_steps.create_train_state(
+      models.student, tx, (c.image_size, c.image_size, images.shape[-1]),
+      jax.random.PRNGKey(seed))
+  state = sharding.put_replicated(state, ctx.mesh)
+  replicated = sharding.replicated(ctx.mesh)
+  step = jax.jit(train_steps.make_train_step(method, models, config),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
+  step_rng = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
+  rows = sharding.local_slice(optim.batch_size)
+
+  def batch_for_step(i):
+    batch = pipeline.train_batch(images, labels, optim.batch_size, seed, i,
+                                 max_shift, rows)
+    return sharding.put_batch(batch, ctx.mesh)
+
+  state = training_loop.run(
+      name=name, directory=directory, state=state,
+      step_fn=lambda s, b: step(s, teachers, b, step_rng),
+      batch_for_step=batch_for_step, num_steps=num_steps, writer=ctx.writer,
+      log_every=config.log_every_steps,
+      checkpoint_every=config.checkpoint_every_steps)
+  return {'params': state.params, 'batch_stats': state.batch_stats}
+
+
+def _classifier_logits_fn(model, model_config, variables):
+  """uint8 images -> logits, jitted, for evaluation."""
+  @jax.jit
+  def logits_fn(images):
+    inputs = image_ops.classifier_input(
+        image_ops.uint8_to_unit(images), model_config.image_size,
+        model_config.mean, model_config.std)
+    return model.apply(variables, inputs, train=False)[0]
+  return logits_fn
+
+
+def _evaluate_classifier(ctx: Context, model, model_config,
+                         variables) -> dict:
+  logits = evaluation.batched_apply(
+      _classifier_logits_fn(model, model_config, variables),
+      ctx.data.test_images, ctx.config.eval_batch_size, ctx.mesh)
+  return evaluation.accuracy_report(ctx.data.test_labels, logits,
+                                    ctx.data.shot_groups)
+
+
+def _existing_stage_directory(field: str, directory: str,
+                              num_steps: int) -> None:
+  """A checkpoint named in the config must hold a finished stage.
+
+  Training on into it would change someone else's teacher, so refuse.
+  """
+  if not training_loop.is_stage_complete(directory, num_steps):
+    raise ValueError(
+        f'{field}={directory} holds no complete {num_steps}-step stage. '
+        'Point it at a finished stage directory written by this codebase '
+        f'(e.g. WORKDIR/{field.split(".")[0]}) trained with the same config, '
+        'or leave it empty to train the stage here.')
+
+
+def teacher_labeler_stage(ctx: Context) -> tuple[Any, dict]:
+  """The labeler: restored from its checkpoint, or trained here."""
+  cfg = ctx.config.teacher_labeler
+  model = build.classifier(cfg, ctx.data.num_classes)
+  directory = cfg.checkpoint or os.path.join(ctx.workdir, 'teacher_labeler')
+  if cfg.checkpoint:
+    _existing_stage_directory(
+        'teacher_labeler.checkpoint', directory,
+        pipeline.steps_for_epochs(len(ctx.data.train_labels), cfg.batch_size,
+                                  cfg.num_epochs))
+  variables = _train_classifier(
+      ctx, name='teacher_labeler', directory=directory,
+      models=train_steps.StepModels(student=model, student_config=cfg,
+                                    tx=None),
+      method='onehot', teachers={}, images=ctx.data.train_images,
+      labels=ctx.data.train_labels, optim=cfg, seed=ctx.config.seed,
+      max_shift=cfg.max_shift)
+  return model, variables
+
+
+def teacher_generator_stage(ctx: Context) -> tuple[dict, dict]:
+  """BigBiGAN's frozen E and G: {'encoder': vars, 'generator': vars}."""
+  cfg = ctx.config.teacher_generator
+  modules = generator_training.create_modules(cfg)
+  state = generator_training.create_state(
+      modules, cfg, jax.random.PRNGKey(ctx.config.seed))
+  directory = cfg.checkpoint or os.path.join(ctx.workdir, 'teacher_generator')
+  images = ctx.data.train_images
+  num_steps = pipeline.steps_for_epochs(len(images), cfg.batch_size,
+                                        cfg.num_epochs)
+  if cfg.checkpoint:
+    _existing_stage_directory('teacher_generator.checkpoint', directory,
+                              num_steps)
+  state = sharding.put_replicated(state, ctx.mesh)
+  replicated = sharding.replicated(ctx.mesh)
+  step = jax.jit(generator_training.make_train_step(modules, cfg),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
+  step_rng = jax.random.fold_in(jax.random.PRNGKey(ctx.config.seed), 2)
+  rows = sharding.local_slice(cfg.batch_size)
+  no_labels = np.zeros(len(images), np.int32)  # Unsupervised: labels unused.
+
+  def batch_for_step(i):
+    batch = pipeline.train_batch(images, no_labels, cfg.batch_size,
+                                 ctx.config.seed, i, 0, rows)
+    return sharding.put_batch({'image': batch['image']}, ctx.mesh)
+
+  state = training_loop.run(
+      name='teacher_generator', directory=directory, state=state,
+      step_fn=lambda s, b: step(s, b, step_rng),
+      batch_for_step=batch_for_step, num_steps=num_steps, writer=ctx.writer,
+      log_every=ctx.config.log_every_steps,
+      checkpoint_every=ctx.config.checkpoint_every_steps)
+  frozen = generator_training.frozen_teacher_variables(state)
+  modules = {'encoder': modules.encoder,
+             'generator': build.generator(cfg, spectral_norm=False)}
+  return modules, frozen
+
+
+def reconstruction_agreement(ctx: Context, models: train_steps.StepModels,
+                             teachers: dict) -> float:
+  """Labeler accuracy on G(E(x)) of test images against the labels of x."""
+  @jax.jit
+  def logits_fn(images):
+    unit = image_ops.uint8_to_unit(images)
+    reconstructed = models.generate(teachers, models.encode(teachers, unit))
+    return models.labeler_logits(teachers, reconstructed)
+
+  logits = evaluation.batched_apply(logits_fn, ctx.data.test_images,
+                                    ctx.config.eval_batch_size, ctx.mesh)
+  return float(np.mean(np.argmax(logits, -1) == ctx.data.test_labels))
+
+
+def _save_samples(ctx: Context, models: train_steps.StepModels,
+                  teachers: dict, students: dict) -> None:
+  """samples.png: one test image per class, reconstructed and explored."""
+  data, config = ctx.data, ctx.config
+  picks = [np.flatnonzero(data.test_labels == c)[0]
+           for c in range(data.num_classes)][:config.num_grid_samples]
+  real = image_ops.uint8_to_unit(jnp.asarray(data.test_images[picks]))
+  rng = jax.random.PRNGKey(config.seed)
+  rows = {'real': real,
+          'reconstructed': models.generate(teachers,
+                                           models.encode(teachers, real))}
+  for method in ('tgt_random', 'tgt_gradient'):
+    student = students.get(method) or next(iter(students.values()), None)
+    if student is None or not _uses_generator(config):
+      continue
+    student_models = dataclasses.replace(models, student=student['model'])
+    state = train_steps.TrainState(
+        step=jnp.zeros((), jnp.int32), params=student['variables']['params'],
+        batch_stats=student['variables']['batch_stats'], opt_state=None)
+    latents = train_steps.explore_latents(method, student_models, state,
+                                          teachers, real, rng, config)
+    rows[method.replace('tgt_', '') + ' explored'] = models.generate(
+        teachers, latents)
+  rows = {k: np.asarray(v) for k, v in rows.items()}
+  labels = {k: np.argmax(np.asarray(models.labeler_logits(teachers, v)), -1)
+            for k, v in rows.items()}
+  visualize.save_sample_grid(os.path.join(ctx.workdir, 'samples.png'), rows,
+                             labels, data.class_names)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> dict:
+  """Runs every stage and returns the results written to results.json."""
+  mesh = sharding.create_mesh()
+  validate_config(config, mesh)
+  data = pipeline.load_classification_data(config)
+  os.makedirs(workdir, exist_ok=True)
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0)
+  ctx = Context(config=config, workdir=workdir, data=data, mesh=mesh,
+                writer=writer)
+  logging.info('Devices: %s; student train set: %d images, per class %s.',
+               jax.devices(), len(data.student_indices),
+               data.student_class_counts.tolist())
+
+  results: dict[str, Any] = {}
+
+  def publish():
+    if jax.process_index() == 0:
+      evaluation.write_results(results, workdir)
+
+  labeler, labeler_variables = teacher_labeler_stage(ctx)
+  results['teacher_labeler'] = _evaluate_classifier(
+      ctx, labeler, config.teacher_labeler, labeler_variables)
+  publish()
+
+  teachers = {'labeler': labeler_variables}
+  models = train_steps.StepModels(
+      student=None, student_config=config.student, tx=None, labeler=labeler,
+      labeler_config=config.teacher_labeler)
+  if _uses_generator(config):
+    generator_modules, generator_variables = teacher_generator_stage(ctx)
+    teachers.update(generator_variables)
+    models = dataclasses.replace(
+        models, generator=generator_modules['generator'],
+        encoder=generator_modules['encoder'],
+        encoder_image_size=config.teacher_generator.encoder_image_size)
+    results['reconstruction_agreement'] = reconstruction_agreement(
+        ctx, models, teachers)
+    logging.info('Reconstruction agreement: %.4f',
+                 results['reconstruction_agreement'])
+    publish()
+
+  students = {}
+  for method in config.methods:
+    student = build.classifier(config.student, data.num_classes)
+    variables = _train_classifier(
+        ctx, name=method, directory=os.path.join(workdir, 'students', method),
+        models=dataclasses.replace(models, student=student), method=method,
+        teachers=teachers, images=data.student_images,
+        labels=data.student_labels, optim=config, seed=config.seed,
+        max_shift=config.augment_max_shift)
+    students[method] = {'model': student, 'variables': variables}
+    results[method] = _evaluate_classifier(ctx, student, config.student,
+                                           variables)
+    logging.info('%s: %s', method, {k: v for k, v in results[method].items()
+                                    if k != 'per_class'})
+    publish()
+
+  if _uses_generator(config) and jax.process_index() == 0:
+    _save_samples(ctx, models, teachers, students)
+  writer.close()
+  return results

@@ -1,0 +1,40 @@
+"""A PNG grid of what the teachers make: real, reconstructed, explored."""
+
+from typing import Mapping, Sequence
+
+import matplotlib
+matplotlib.use('Agg')  # Files only; never a display.
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np
+
+
+def save_sample_grid(path: str, rows: Mapping[str, np.ndarray],
+                     labels: Mapping[str, np.ndarray],
+                     class_names: Sequence[str]) -> None:
+  """One row per entry of `rows` (unit-range NHWC images), titled by label.
+
+  `labels[row]` holds the teacher labeler's predicted class of each image.
+  """
+  names = list(rows)
+  num_cols = max(len(v) for v in rows.values())
+  fig, axes = plt.subplots(len(names), num_cols,
+                           figsize=(1.2 * num_cols, 1.4 * len(names)),
+                           squeeze=False)
+  for r, name in enumerate(names):
+    for c in range(num_cols):
+      ax = axes[r, c]
+      ax.axis('off')
+      if c >= len(rows[name]):
+        continue
+      image = np.clip(rows[name][c], 0.0, 1.0)
+      if image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap='gray', vmin=0.0, vmax=1.0)
+      else:
+        ax.imshow(image)
+      ax.set_title(class_names[int(labels[name][c])], fontsize=8)
+    axes[r, 0].text(-0.15, 0.5, name, transform=axes[r, 0].transAxes,
+                    ha='right', va='center', fontsize=8)
+  fig.suptitle('Titles: the teacher labeler\'s label', fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
