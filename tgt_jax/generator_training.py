@@ -147,7 +147,7 @@ def make_train_step(modules: BigBiGANModules,
                                                real_unit, rng_enc)
       g_vars = _variables(state, 'generator', eg_params['generator'])
       both, g_updates = _apply_train(modules.generator, g_vars,
-                                     jnp.concatenate([z_prior, z_enc]))
+                                     jnp.concatenate([z_prior, z_mean]))
       x_gen, x_rec = jnp.split(both, 2)
       # D's SN vectors were updated once this step already; not again here.
       score = lambda x, z: modules.discriminator.apply(d_variables, x, z,
