@@ -9,6 +9,8 @@ testable.
 
 import logging as std_logging
 import os
+import re
+import sys
 
 from absl import app
 from absl import flags
@@ -46,6 +48,22 @@ class _QuietOrbax(std_logging.Filter):
         '/orbax/' not in record.pathname)
 
 
+def parse_flags(argv):
+  """absl's parser, with a config field that does not exist made plain."""
+  try:
+    return FLAGS(argv)
+  except (AttributeError, KeyError) as error:
+    text = str(error).encode().decode('unicode_escape')
+    names = re.findall(r"'([A-Za-z_][A-Za-z0-9_]*)'", text)
+    hint = re.search(r'Did you mean "[^"]+" instead of "[^"]+"\?', text)
+    config_path = next((a.split('=', 1)[1] for a in argv
+                        if a.startswith('--config=')), 'the config file')
+    sys.exit(f'FATAL: unknown config field {names[0] if names else text!r} '
+             f'in a --config.<field> override; the fields are those set in '
+             f'{config_path}. {hint.group(0) if hint else ""} Check the '
+             'spelling and the section, e.g. --config.exploration.sigma.')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -65,4 +83,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

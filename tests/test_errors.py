@@ -1,0 +1,94 @@
+"""Mistakes in the command line or config fail early, naming what is wrong."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+import pytest
+
+import conftest
+from tgt_jax import train
+from tgt_jax import train_steps
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _write_png(path, value=128):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.fromarray(np.full((8, 8), value, np.uint8)).save(path)
+
+
+def test_main_rejects_an_unknown_config_field(tmp_path):
+  workdir = tmp_path / 'work'
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  process = subprocess.run(
+      [sys.executable, 'main.py', '--config=configs/digits_lt.py:quick',
+       '--config.not_a_field=1', f'--workdir={workdir}'],
+      cwd=_REPO, env=env, capture_output=True, text=True, timeout=120,
+      check=False)
+  assert process.returncode != 0
+  # The last line of the output, the error itself, names the field.
+  assert 'not_a_field' in process.stderr.strip().splitlines()[-1]
+  assert not workdir.exists()  # Failed while parsing flags, before any work.
+
+
+def test_missing_image_folder_fails_before_training(tmp_path):
+  config = conftest.tiny_config()
+  config.dataset.name = 'image_folder'
+  config.dataset.root = str(tmp_path / 'no_such_folder')
+  workdir = tmp_path / 'work'
+  with pytest.raises(FileNotFoundError, match='no_such_folder'):
+    train.train_and_evaluate(config, str(workdir))
+  assert not workdir.exists()  # No stage started, not even the workdir.
+
+
+def test_image_folder_without_root_names_the_flag(tmp_path):
+  config = conftest.tiny_config()
+  config.dataset.name = 'image_folder'
+  config.dataset.root = ''
+  workdir = tmp_path / 'work'
+  with pytest.raises(ValueError, match='--config.dataset.root'):
+    train.train_and_evaluate(config, str(workdir))
+  assert not workdir.exists()
+
+
+def test_image_folder_class_without_images_is_named(tmp_path):
+  root = tmp_path / 'images'
+  for name in ('a.png', 'b.png'):
+    _write_png(str(root / 'train' / 'cat' / name))
+    _write_png(str(root / 'test' / 'cat' / name))
+  (root / 'train' / 'dog').mkdir(parents=True)
+  (root / 'train' / 'dog' / 'notes.txt').write_text('not an image')
+  _write_png(str(root / 'test' / 'dog' / 'a.png'))
+  config = conftest.tiny_config()
+  config.dataset.name = 'image_folder'
+  config.dataset.root = str(root)
+  workdir = tmp_path / 'work'
+  with pytest.raises(ValueError, match='holds no images') as error:
+    train.train_and_evaluate(config, str(workdir))
+  assert os.path.join('train', 'dog') in str(error.value)
+  assert not workdir.exists()
+
+
+def test_unknown_dataset_name_lists_the_known_ones(tmp_path):
+  config = conftest.tiny_config()
+  config.dataset.name = 'mnist'
+  workdir = tmp_path / 'work'
+  with pytest.raises(ValueError, match="'mnist'") as error:
+    train.train_and_evaluate(config, str(workdir))
+  assert 'digits' in str(error.value)
+  assert 'image_folder' in str(error.value)
+  assert not workdir.exists()
+
+
+def test_unknown_method_fails_before_training(tmp_path):
+  config = conftest.tiny_config()
+  config.methods = ('onehot', 'tgt_sampling')
+  workdir = tmp_path / 'work'
+  with pytest.raises(ValueError, match="'tgt_sampling'") as error:
+    train.train_and_evaluate(config, str(workdir))
+  for method in train_steps.METHODS:
+    assert method in str(error.value)
+  assert not workdir.exists()

@@ -1,0 +1,177 @@
+"""Tests of the per-method train steps on tiny, randomly initialised models."""
+
+import jax
+
+# Tiny models: compile time dominates, and these tests check values.
+jax.config.update('jax_disable_most_optimizations', True)
+
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+import pytest  # pylint: disable=g-import-not-at-top
+
+import conftest  # pylint: disable=g-import-not-at-top
+from tgt_jax import image_ops  # pylint: disable=g-import-not-at-top
+from tgt_jax import losses  # pylint: disable=g-import-not-at-top
+from tgt_jax import sharding  # pylint: disable=g-import-not-at-top
+from tgt_jax import train  # pylint: disable=g-import-not-at-top
+from tgt_jax import train_steps  # pylint: disable=g-import-not-at-top
+
+TGT_METHODS = ('tgt_random', 'tgt_gradient', 'tgt_prior')
+# kd's distillation settings for every kd step below except alpha=0: soft
+# and hard targets both count, and tau != 1, so a mix-up of the two terms or
+# a missing tau^2 changes the loss.
+KD_DISTILL = {'alpha': 0.3, 'temperature': 2.0}
+
+
+_STEPS = {}
+
+
+def _jitted_step(method, tiny, **distill):
+  """One compiled step per (method, setup, distill overrides), shared."""
+  key = (method, id(tiny), tuple(sorted(distill.items())))
+  if key not in _STEPS:
+    config = tiny.config.copy_and_resolve_references()
+    for name, value in distill.items():
+      config.distill[name] = value
+    _STEPS[key] = jax.jit(
+        train_steps.make_train_step(method, tiny.models, config))
+  return _STEPS[key]
+
+
+def _host(tree):
+  return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def _leaves_differ(a, b):
+  """How many leaves of two same-structure trees are not all equal."""
+  return sum(not np.array_equal(x, y)
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.mark.parametrize('method', train_steps.METHODS)
+def test_one_step_updates_the_student_only(method, tiny_teachers):
+  tiny = tiny_teachers
+  teachers_before = _host(tiny.teachers)
+  state_before = _host(tiny.state)
+
+  step = (_jitted_step(method, tiny, **KD_DISTILL) if method == 'kd' else
+          _jitted_step(method, tiny))
+  state, metrics = step(
+      tiny.state, tiny.teachers, tiny.batch, jax.random.PRNGKey(0))
+  state, metrics = _host(state), _host(metrics)
+
+  assert np.isfinite(metrics['loss'])
+  assert metrics['loss'] > 0
+  assert 0.0 <= metrics['accuracy'] <= 1.0
+  assert int(state.step) == int(state_before.step) + 1
+  assert jax.tree.structure(state) == jax.tree.structure(state_before)
+  # Every parameter tensor of the student moves (all receive gradient)...
+  num_params = len(jax.tree.leaves(state.params))
+  assert _leaves_differ(state.params, state_before.params) == num_params
+  # ...and BatchNorm's running statistics are updated in train mode.
+  assert _leaves_differ(state.batch_stats, state_before.batch_stats) > 0
+  assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(state.params))
+  # The frozen teachers are inputs only: nothing in them changed.
+  assert conftest.tree_allclose(_host(tiny.teachers), teachers_before)
+  assert conftest.tree_allclose(tiny.state, state_before)
+
+  if method in TGT_METHODS:
+    weight = tiny.config.distill.generated_weight
+    assert metrics['loss'] == pytest.approx(
+        metrics['real_loss'] + weight * metrics['generated_loss'], rel=1e-5)
+    assert np.isfinite(metrics['generated_loss'])
+    assert metrics['generated_loss'] > 0
+    assert 0.0 <= metrics['generated_agreement'] <= 1.0
+
+
+def test_unknown_method_is_a_value_error_listing_the_methods(tiny_teachers):
+  with pytest.raises(ValueError, match='tgt_magic') as error:
+    train_steps.make_train_step('tgt_magic', tiny_teachers.models,
+                                tiny_teachers.config)
+  for method in train_steps.METHODS:
+    assert method in str(error.value)
+
+
+def test_validate_config_rejects_an_unknown_method():
+  config = conftest.tiny_config()
+  config.methods = ('onehot', 'distil')
+  mesh = sharding.create_mesh()
+  with pytest.raises(ValueError, match="'distil'") as error:
+    train.validate_config(config, mesh)
+  for method in train_steps.METHODS:
+    assert method in str(error.value)
+  config.methods = train_steps.METHODS
+  train.validate_config(config, mesh)  # All known methods pass.
+
+
+def test_kd_with_alpha_zero_is_onehot(tiny_teachers):
+  tiny = tiny_teachers
+  args = (tiny.state, tiny.teachers, tiny.batch, jax.random.PRNGKey(0))
+  onehot_state, onehot_metrics = _jitted_step('onehot', tiny)(*args)
+  kd_state, kd_metrics = _jitted_step('kd', tiny, alpha=0.0)(*args)
+  np.testing.assert_allclose(kd_metrics['loss'], onehot_metrics['loss'],
+                             rtol=1e-6)
+  assert conftest.tree_allclose(kd_state.params, onehot_state.params,
+                                rtol=1e-5, atol=1e-7)
+  # The comparison can tell the two apart: with alpha > 0 the labeler's soft
+  # label enters and the loss differs.
+  _, soft_metrics = _jitted_step('kd', tiny, **KD_DISTILL)(*args)
+  assert abs(float(soft_metrics['loss']) - float(onehot_metrics['loss'])) > 1e-3
+
+
+def test_kd_loss_is_the_mixed_target_loss(tiny_teachers):
+  """kd = (1 - a) CE(y, s) + a tau^2 CE(softmax(t / tau), s / tau)."""
+  tiny = tiny_teachers
+  alpha, temperature = KD_DISTILL['alpha'], KD_DISTILL['temperature']
+  _, metrics = _jitted_step('kd', tiny, **KD_DISTILL)(
+      tiny.state, tiny.teachers, tiny.batch, jax.random.PRNGKey(0))
+
+  @jax.jit
+  def logits(batch):
+    unit = image_ops.uint8_to_unit(batch['image'])
+    teacher = tiny.models.labeler_logits(tiny.teachers, unit)
+    variables = {'params': tiny.state.params,
+                 'batch_stats': tiny.state.batch_stats}
+    (student, _), _ = tiny.models.student.apply(
+        variables, tiny.models.student_input(unit), train=True,
+        mutable=['batch_stats'])
+    return teacher, student
+
+  teacher, student = _host(logits(tiny.batch))
+  labels = np.asarray(tiny.batch['label'])
+
+  def log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+  onehot = -np.mean(log_softmax(student)[np.arange(len(labels)), labels])
+  teacher_probs = np.exp(log_softmax(teacher / temperature))
+  distill = temperature**2 * np.mean(
+      -np.sum(teacher_probs * log_softmax(student / temperature), -1))
+  expected = (1 - alpha) * onehot + alpha * distill
+  assert float(metrics['loss']) == pytest.approx(expected, rel=1e-4)
+  # And the library's own loss agrees on the same logits.
+  assert float(losses.mixed_target_loss(labels, teacher, student, alpha,
+                                        temperature)) == pytest.approx(
+                                            expected, rel=1e-5)
+
+
+@pytest.mark.parametrize('method', ['tgt_random', 'tgt_gradient'])
+def test_step_is_a_function_of_state_batch_and_rng(method, tiny_teachers):
+  tiny = tiny_teachers
+  step = _jitted_step(method, tiny)
+  rng = jax.random.PRNGKey(0)
+  first = _host(step(tiny.state, tiny.teachers, tiny.batch, rng))
+  second = _host(step(tiny.state, tiny.teachers, tiny.batch, rng))
+  assert conftest.tree_allclose(first, second)  # Bit-identical.
+
+  if method == 'tgt_random':
+    # The rng matters (so the check above is not vacuous): another key, or
+    # the same key at another step number, draws other latents.
+    _, other_key = step(tiny.state, tiny.teachers, tiny.batch,
+                        jax.random.PRNGKey(1))
+    later_state = tiny.state.replace(step=jnp.ones((), jnp.int32))
+    _, other_step = step(later_state, tiny.teachers, tiny.batch, rng)
+    for other in (other_key, other_step):
+      assert float(other['generated_loss']) != float(
+          first[1]['generated_loss'])
