@@ -112,7 +112,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.teacher_generator.attention_resolution = 8
   config.teacher_generator.encoder_image_size = 8  # [ours] native size.
   config.teacher_generator.encoder_depth = 18
-  config.teacher_generator.encoder_width_multiplier = 0.125
+  config.teacher_generator.encoder_width_multiplier = 0.25
   config.teacher_generator.encoder_small_image_stem = True
   config.teacher_generator.encoder_head_hidden = (128,)
   config.teacher_generator.discriminator_base_channels = 16
@@ -128,7 +128,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # [ours] Not part of BigBiGAN: an L1 pixel reconstruction term on
   # G(E(x)) and an L2 latent term on E(G(z)) make the tiny model's encoder
   # and generator reliable inverses within a CPU-minute budget.
-  config.teacher_generator.reconstruction_weight = 10.0
+  config.teacher_generator.reconstruction_weight = 100.0
   config.teacher_generator.latent_reconstruction_weight = 1.0
 
   # Distillation targets on real images (used by kd and both TGT variants, so
@@ -160,8 +160,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
 
 def _shrink_to_quick(config: ml_collections.ConfigDict) -> None:
   """The same pipeline, fewer epochs: about a minute on 2 CPU cores."""
-  config.num_epochs = 20
+  config.num_epochs = 10
   config.teacher_labeler.num_epochs = 3
-  config.teacher_generator.num_epochs = 4
+  config.teacher_generator.num_epochs = 3
   config.log_every_steps = 20
   config.checkpoint_every_steps = 50
