@@ -7,7 +7,6 @@ testable.
       [--config.<field>=<value> ...]
 """
 
-import logging as std_logging
 import os
 import re
 import sys
@@ -40,14 +39,6 @@ def default_workdir(config_path: str) -> str:
   return os.path.join('workdirs', f'{name}_{argument}' if argument else name)
 
 
-class _QuietOrbax(std_logging.Filter):
-  """Orbax logs every save at INFO; keep its warnings and errors only."""
-
-  def filter(self, record):
-    return record.levelno >= std_logging.WARNING or (
-        '/orbax/' not in record.pathname)
-
-
 def parse_flags(argv):
   """absl's parser, with a config field that does not exist made plain."""
   try:
@@ -67,7 +58,7 @@ def parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.get_absl_handler().addFilter(_QuietOrbax())
+  train.quiet_orbax_logs()
   # TensorFlow is only an input-pipeline library here: keep it off the GPUs.
   try:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top

@@ -92,6 +92,7 @@ def summary_table(summary: Mapping[str, Any], num_seeds: int) -> str:
 
 def main(argv):
   del argv
+  train.quiet_orbax_logs()
   seeds = [int(s) for s in FLAGS.seeds]
   per_seed = run_seeds(FLAGS.config, seeds, FLAGS.workdir)
   summary = summarize(per_seed)

@@ -1,0 +1,39 @@
+"""The benchmark runs on the quick demo config and prints its JSON report."""
+
+import json
+import os
+import subprocess
+import sys
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_benchmark_json_shape():
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  process = subprocess.run(
+      [sys.executable, '-m', 'tgt_jax.benchmark',
+       '--config=configs/digits_lt.py:quick', '--steps=2',
+       '--warmup_steps=0', '--gradient_steps=2',
+       "--config.methods=('kd', 'tgt_random', 'tgt_gradient')"],
+      cwd=_REPO, env=env, capture_output=True, text=True, timeout=600,
+      check=True)
+  report = json.loads(process.stdout.strip().splitlines()[-1])
+  assert set(report) >= {'device', 'peak_flops', 'methods',
+                         'input_images_per_s'}
+  assert isinstance(report['device'], str)
+  assert report['peak_flops'] > 0 and report['input_images_per_s'] > 0
+  assert list(report['methods']) == ['kd', 'tgt_random', 'tgt_gradient',
+                                     'tgt_gradient@2']
+  for name, method in report['methods'].items():
+    for key, kind in (('step_ms', float), ('images_per_s', float),
+                      ('flops', float), ('flops_fraction', float),
+                      ('compile_s', float), ('peak_bytes', int)):
+      assert isinstance(method[key], kind), (name, key)
+      assert method[key] >= 0, (name, key)
+    assert method['flops'] > 0, name
+  methods = report['methods']
+  # Exploration adds arithmetic: each gradient step a backward pass through
+  # G, the labeler and the student, all counted by XLA's cost analysis.
+  assert methods['kd']['flops'] < methods['tgt_random']['flops']
+  assert methods['tgt_random']['flops'] < methods['tgt_gradient']['flops']
+  assert methods['tgt_gradient']['flops'] < methods['tgt_gradient@2']['flops']
