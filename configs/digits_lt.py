@@ -148,6 +148,26 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.exploration.normalize = True  # [ours] z += eta * g / ||g||.
   config.exploration.init_sigma = 0.0  # [ours] noise before gradient steps.
 
+  # Embedding distillation (tgt_jax/embedding_distill.py; Ding & Lerch 2024 on
+  # EAsT): the labeler's 128-d embedding, raw or compressed by a trainable g,
+  # guides the student's 64-d pooled features. Any mode but 'none' trains and
+  # reports every method as '<method>+emb_<mode>'.
+  config.embedding_distill = ml_collections.ConfigDict()
+  # 'none' | 'raw' (EAsT) | 'compressed' (the paper) | 'random_projection'
+  # (ours: g fixed at its random initialisation, an ablation).
+  config.embedding_distill.mode = 'none'
+  # [paper] w in (1 - w) * task + w * distance: EAsT's range is 0.6..0.9; the
+  # lowest keeps most of the task loss our SGD settings were tuned for.
+  config.embedding_distill.weight = 0.6
+  # [paper] EAsT's distance correlation; 'cosine_gram' is EAsT's other one,
+  # 'projected_mse' (a trained student projection) our ablation.
+  config.embedding_distill.distance = 'distance_correlation'
+  config.embedding_distill.compressed_dim = 32  # [ours] d_c; 10 classes < 32.
+  config.embedding_distill.pretrain_steps = 0  # [ours] 0: g trains jointly.
+  # [ours] Adam for g and h; EAsT trains with Adam 1e-4 over far more steps
+  # than this demo's ~850.
+  config.embedding_distill.teacher_learning_rate = 1e-3
+
   config.log_every_steps = 100
   config.checkpoint_every_steps = 500
   config.eval_batch_size = 256

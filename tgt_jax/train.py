@@ -18,6 +18,7 @@ TensorBoard event files.
 """
 
 import dataclasses
+import logging as std_logging
 import os
 from typing import Any, Optional
 
@@ -28,6 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from tgt_jax import embedding_distill
 from tgt_jax import evaluation
 from tgt_jax import generator_training
 from tgt_jax import image_ops
@@ -41,6 +43,19 @@ from tgt_jax.models import build
 TGT_METHODS = ('tgt_random', 'tgt_gradient', 'tgt_prior')
 
 
+class _QuietOrbax(std_logging.Filter):
+  """Orbax logs every save at INFO; keep its warnings and errors only."""
+
+  def filter(self, record):
+    return record.levelno >= std_logging.WARNING or (
+        '/orbax/' not in record.pathname)
+
+
+def quiet_orbax_logs() -> None:
+  """Call once from a program's main: keeps the log to our own progress."""
+  logging.get_absl_handler().addFilter(_QuietOrbax())
+
+
 def validate_config(config: ml_collections.ConfigDict, mesh) -> None:
   """Fails before any compute on what the config cannot mean."""
   for method in config.methods:
@@ -51,6 +66,7 @@ def validate_config(config: ml_collections.ConfigDict, mesh) -> None:
   sharding.check_batch_size(config.eval_batch_size, mesh, 'eval_batch_size')
   sharding.check_batch_size(config.teacher_labeler.batch_size, mesh,
                             'teacher_labeler.batch_size')
+  embedding_distill.validate_config(config)
   if any(m in TGT_METHODS for m in config.methods):
     sharding.check_batch_size(config.teacher_generator.batch_size, mesh,
                               'teacher_generator.batch_size')
@@ -74,8 +90,13 @@ def _train_classifier(ctx: Context, *, name: str, directory: str,
                       models: train_steps.StepModels, method: str,
                       teachers: dict, images: np.ndarray, labels: np.ndarray,
                       optim: ml_collections.ConfigDict, seed: int,
-                      max_shift: int) -> dict:
-  """Trains one classifier (labeler or student) with `method`'s step."""
+                      max_shift: int,
+                      embedding_distillation: bool = False) -> dict:
+  """Trains one classifier (labeler or student) with `method`'s step.
+
+  `embedding_distillation`: add the config's embedding_distill term (a
+  student only); its g/h state rides in the TrainState's `aux`.
+  """
   config = ctx.config
   num_steps = pipeline.steps_for_epochs(len(labels), optim.batch_size,
                                         optim.num_epochs)
@@ -91,7 +112,9 @@ def _train_classifier(ctx: Context, *, name: str, directory: str,
       jax.random.PRNGKey(seed))
   state = sharding.put_replicated(state, ctx.mesh)
   replicated = sharding.replicated(ctx.mesh)
-  step = jax.jit(train_steps.make_train_step(method, models, config),
+  make_step = (embedding_distill.make_train_step if embedding_distillation
+               else train_steps.make_train_step)
+  step = jax.jit(make_step(method, models, config),
                  out_shardings=(replicated, replicated), donate_argnums=0)
   step_rng = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
   rows = sharding.local_slice(optim.batch_size)
@@ -100,6 +123,12 @@ def _train_classifier(ctx: Context, *, name: str, directory: str,
     batch = pipeline.train_batch(images, labels, optim.batch_size, seed, i,
                                  max_shift, rows)
     return sharding.put_batch(batch, ctx.mesh)
+
+  if embedding_distillation:
+    aux = embedding_distill.initial_state(
+        method, models, config, teachers, images.shape[1:], batch_for_step,
+        jax.random.fold_in(jax.random.PRNGKey(seed), 3))
+    state = sharding.put_replicated(state.replace(aux=aux), ctx.mesh)
 
   state = training_loop.run(
       name=name, directory=directory, state=state,
@@ -290,19 +319,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     publish()
 
   students = {}
+  embedding_mode = embedding_distill.mode_of(config)
   for method in config.methods:
+    # e.g. 'kd+emb_compressed': the key in results.json and students/<key>.
+    key = embedding_distill.result_key(method, embedding_mode)
     student = build.classifier(config.student, data.num_classes)
     variables = _train_classifier(
-        ctx, name=method, directory=os.path.join(workdir, 'students', method),
+        ctx, name=key, directory=os.path.join(workdir, 'students', key),
         models=dataclasses.replace(models, student=student), method=method,
         teachers=teachers, images=data.student_images,
         labels=data.student_labels, optim=config, seed=config.seed,
-        max_shift=config.augment_max_shift)
+        max_shift=config.augment_max_shift,
+        embedding_distillation=embedding_mode != 'none')
     students[method] = {'model': student, 'variables': variables}
-    results[method] = _evaluate_classifier(ctx, student, config.student,
-                                           variables)
-    logging.info('%s: %s', method, {k: v for k, v in results[method].items()
-                                    if k != 'per_class'})
+    results[key] = _evaluate_classifier(ctx, student, config.student,
+                                        variables)
+    logging.info('%s: %s', key, {k: v for k, v in results[key].items()
+                                 if k != 'per_class'})
     publish()
 
   if _uses_generator(config) and jax.process_index() == 0:

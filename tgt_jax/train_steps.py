@@ -40,6 +40,10 @@ class TrainState(struct.PyTreeNode):
   params: Any
   batch_stats: Any
   opt_state: Any
+  # State of an add-on trained beside the student in the same step (e.g.
+  # embedding_distill's teacher transformation); None when there is none.
+  # Kept here so that checkpoints hold it and resume stays exact.
+  aux: Any = None
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation,
@@ -85,17 +89,24 @@ class StepModels:
   generator: Optional[nn.Module] = None
   encoder: Optional[nn.Module] = None
   encoder_image_size: int = 0
+  # Replaces `_apply_loss` as the student's update when an add-on (e.g.
+  # embedding_distill) needs to change it; see `_update_student`.
+  student_update: Optional[Callable[..., tuple[Any, dict]]] = None
 
   def student_input(self, unit_images):
     c = self.student_config
     return image_ops.classifier_input(unit_images, c.image_size, c.mean, c.std)
 
   def labeler_logits(self, teachers, unit_images):
+    return self.labeler_outputs(teachers, unit_images)[0]
+
+  def labeler_outputs(self, teachers, unit_images):
+    """The frozen labeler's (logits, pooled pre-logit embedding)."""
     c = self.labeler_config
     images = image_ops.classifier_input(unit_images, c.image_size, c.mean,
                                         c.std)
-    logits, _ = self.labeler.apply(teachers['labeler'], images, train=False)
-    return jax.lax.stop_gradient(logits)
+    outputs = self.labeler.apply(teachers['labeler'], images, train=False)
+    return jax.lax.stop_gradient(outputs)
 
   def encode(self, teachers, unit_images):
     """z_mean = E(x): reconstructions and exploration start from the mean."""
@@ -118,22 +129,33 @@ def _student_forward(models: StepModels, params, batch_stats, unit_images,
   `unit_images` is one batch or a list of batches of any sizes; each is
   brought to the student's input first, then all go through in one pass.
   """
+  logits, _, batch_stats = _student_outputs(models, params, batch_stats,
+                                            unit_images, train)
+  return logits, batch_stats
+
+
+def _student_outputs(models: StepModels, params, batch_stats, unit_images,
+                     train: bool):
+  """`_student_forward` with the pooled pre-logit embedding in the middle."""
   if not isinstance(unit_images, (list, tuple)):
     unit_images = [unit_images]
   inputs = jnp.concatenate([models.student_input(x) for x in unit_images])
   variables = {'params': params, 'batch_stats': batch_stats}
   if train:
-    (logits, _), updates = models.student.apply(
+    (logits, embedding), updates = models.student.apply(
         variables, inputs, train=True, mutable=['batch_stats'])
-    return logits, updates['batch_stats']
-  logits, _ = models.student.apply(variables, inputs, train=False)
-  return logits, batch_stats
+    return logits, embedding, updates['batch_stats']
+  logits, embedding = models.student.apply(variables, inputs, train=False)
+  return logits, embedding, batch_stats
 
 
 def _apply_loss(models: StepModels, state: TrainState, loss_fn):
-  """One optimiser update of the student on `loss_fn(params)`."""
+  """One optimiser update of the student on `loss_fn(params)`.
+
+  `loss_fn(params) -> (loss, (metrics, batch_stats, student_embedding))`.
+  """
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  (loss, (metrics, batch_stats)), grads = grad_fn(state.params)
+  (loss, (metrics, batch_stats, _)), grads = grad_fn(state.params)
   updates, opt_state = models.tx.update(grads, state.opt_state, state.params)
   new_state = state.replace(
       step=state.step + 1, params=optax.apply_updates(state.params, updates),
@@ -141,22 +163,37 @@ def _apply_loss(models: StepModels, state: TrainState, loss_fn):
   return new_state, {'loss': loss, **metrics}
 
 
+def _update_student(models: StepModels, state: TrainState, loss_fn, teachers,
+                    unit_images: list[jax.Array], labels: jax.Array):
+  """`_apply_loss`, or `models.student_update` when an add-on sets one.
+
+  The add-on gets what the step's one student pass saw (its unit-range image
+  batches in order, real images first, and the real images' labels) so that
+  it can add terms on the same images without any step knowing about it:
+  `student_update(state, teachers, loss_fn, unit_images, labels)`.
+  """
+  if models.student_update is None:
+    return _apply_loss(models, state, loss_fn)
+  return models.student_update(state, teachers, loss_fn, unit_images, labels)
+
+
 def make_onehot_step(models: StepModels, config) -> StepFn:
   """Plain cross-entropy on the real (long-tail) labels."""
   del config
 
   def step(state, teachers, batch, rng):
-    del teachers, rng
+    del rng
     images = image_ops.uint8_to_unit(batch['image'])
 
     def loss_fn(params):
-      logits, batch_stats = _student_forward(
+      logits, embedding, batch_stats = _student_outputs(
           models, params, state.batch_stats, images, train=True)
       accuracy = jnp.mean(losses.top1_correct(batch['label'], logits))
       return (losses.onehot_cross_entropy(batch['label'], logits),
-              ({'accuracy': accuracy}, batch_stats))
+              ({'accuracy': accuracy}, batch_stats, embedding))
 
-    return _apply_loss(models, state, loss_fn)
+    return _update_student(models, state, loss_fn, teachers, [images],
+                           batch['label'])
 
   return step
 
@@ -171,14 +208,15 @@ def make_kd_step(models: StepModels, config) -> StepFn:
     teacher_logits = models.labeler_logits(teachers, images)
 
     def loss_fn(params):
-      logits, batch_stats = _student_forward(
+      logits, embedding, batch_stats = _student_outputs(
           models, params, state.batch_stats, images, train=True)
       loss = losses.mixed_target_loss(batch['label'], teacher_logits, logits,
                                       alpha, temperature)
       accuracy = jnp.mean(losses.top1_correct(batch['label'], logits))
-      return loss, ({'accuracy': accuracy}, batch_stats)
+      return loss, ({'accuracy': accuracy}, batch_stats, embedding)
 
-    return _apply_loss(models, state, loss_fn)
+    return _update_student(models, state, loss_fn, teachers, [images],
+                           batch['label'])
 
   return step
 
@@ -236,7 +274,7 @@ def make_tgt_step(models: StepModels, config, explore) -> StepFn:
     def loss_fn(params):
       # One student pass over real and generated together: BatchNorm sees the
       # mixture the student is trained on.
-      logits, batch_stats = _student_forward(
+      logits, embedding, batch_stats = _student_outputs(
           models, params, state.batch_stats,
           [real, generated], train=True)
       logits_real, logits_generated = logits[:num_real], logits[num_real:]
@@ -253,10 +291,11 @@ def make_tgt_step(models: StepModels, config, explore) -> StepFn:
               jnp.argmax(logits_generated, -1) ==
               jnp.argmax(teacher_generated, -1)),
       }
-      return real_loss + generated_weight * generated_loss, (metrics,
-                                                              batch_stats)
+      return real_loss + generated_weight * generated_loss, (
+          metrics, batch_stats, embedding)
 
-    return _apply_loss(models, state, loss_fn)
+    return _update_student(models, state, loss_fn, teachers,
+                           [real, generated], batch['label'])
 
   return step
 

@@ -1,0 +1,171 @@
+"""Embedding distillation on the digits demo: none vs raw vs compressed.
+
+  python -m tgt_jax.experiments.embedding_ablation \
+      --workdir=workdirs/embedding_ablation --seeds=0,1,2
+
+trains kd and tgt_gradient students of configs/digits_lt.py with
+embedding_distill.mode none, raw (EAsT), compressed (Ding & Lerch) and
+random_projection (a fixed random g of the same size d_c), over the seeds,
+and writes WORKDIR/ablation.json ({model: {metric: {mean, std, values}}} and
+the per-seed results) and WORKDIR/ablation.md (mean ± std, the command).
+`--quick` runs the digits_lt:quick config instead (a smoke test, not a
+result). `--methods` and `--modes` narrow the grid.
+
+Run (seed s, mode m) lives in WORKDIR/seed_<s>/<m>. The teachers are trained
+once, by the first run, and every other run restores them from its
+checkpoints (config.teacher_labeler.checkpoint and
+config.teacher_generator.checkpoint), so all runs share one labeler and one
+generator and the spread measures the students' seeds alone. Each run resumes
+what it finished before, so an interrupted ablation picks up where it
+stopped.
+"""
+
+import json
+import os
+import sys
+from typing import Any, Mapping, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+import ml_collections
+import numpy as np
+
+from configs import digits_lt
+from tgt_jax import embedding_distill
+from tgt_jax import train
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Output directory.')
+flags.DEFINE_list('seeds', ['0', '1', '2'], 'Student seeds.')
+flags.DEFINE_bool('quick', False,
+                  'Use configs/digits_lt.py:quick (a smoke test).')
+flags.DEFINE_list('methods', ['kd', 'tgt_gradient'], 'Methods to compare.')
+flags.DEFINE_list('modes', ['none', 'raw', 'compressed', 'random_projection'],
+                  'embedding_distill.mode values to compare.')
+flags.mark_flags_as_required(['workdir'])
+
+METRICS = ('overall', 'many', 'medium', 'few')
+_TEACHER_STAGES = ('teacher_labeler', 'teacher_generator')
+
+
+def run_config(quick: bool, methods: Sequence[str], mode: str,
+               seed: int) -> ml_collections.ConfigDict:
+  """The digits demo config of one run of the grid."""
+  config = digits_lt.get_config('quick' if quick else '')
+  config.methods = tuple(methods)
+  config.seed = seed
+  config.embedding_distill.mode = mode
+  return config
+
+
+def run_ablation(workdir: str, seeds: Sequence[int], methods: Sequence[str],
+                 modes: Sequence[str], quick: bool) -> dict[int, dict]:
+  """Trains the grid; returns {seed: {model key: report}} over all modes."""
+  teacher_dir = os.path.join(workdir, f'seed_{seeds[0]}', modes[0])
+  per_seed = {}
+  for seed in seeds:
+    per_seed[seed] = {}
+    for mode in modes:
+      config = run_config(quick, methods, mode, seed)
+      run_dir = os.path.join(workdir, f'seed_{seed}', mode)
+      if run_dir != teacher_dir:
+        for stage in _TEACHER_STAGES:
+          if os.path.isdir(os.path.join(teacher_dir, stage)):
+            config[stage].checkpoint = os.path.join(teacher_dir, stage)
+      logging.info('Ablation run: seed %d, mode %s, in %s.', seed, mode,
+                   run_dir)
+      results = train.train_and_evaluate(config, run_dir)
+      # The teachers are the same in every run: keep the first report.
+      for name, report in results.items():
+        per_seed[seed].setdefault(name, report)
+  return per_seed
+
+
+def aggregate(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, dict]:
+  """{model: {metric: {'mean', 'std', 'values'}}} over seeds.
+
+  std is the population standard deviation (ddof 0), as
+  tgt_jax.experiments.multi_seed reports it. Scalars (such as
+  reconstruction_agreement) are left out: the table is about accuracies.
+  """
+  runs = list(per_seed.items())
+  names = [name for name, report in runs[0][1].items()
+           if isinstance(report, Mapping)]
+  for seed, results in runs:
+    missing = [name for name in names if name not in results]
+    if missing:
+      raise ValueError(f'seed {seed} has no results for {missing}; rerun the '
+                       'ablation with the same flags to finish it.')
+  summary = {}
+  for name in names:
+    summary[name] = {}
+    for metric in METRICS:
+      values = [float(results[name][metric]) for _, results in runs]
+      summary[name][metric] = {'mean': float(np.mean(values)),
+                               'std': float(np.std(values)),
+                               'values': values}
+  return summary
+
+
+def _method_and_mode(name: str) -> tuple[str, str]:
+  """'kd+emb_raw' -> ('kd', 'raw'); 'kd' -> ('kd', 'none'); teachers: '-'."""
+  if name in _TEACHER_STAGES:
+    return '-', '-'
+  method, _, mode = name.partition('+emb_')
+  return method, mode or 'none'
+
+
+def ablation_table(summary: Mapping[str, Any], seeds: Sequence[int],
+                   command: str) -> str:
+  """Markdown: mean ± std in percent per model, and the command."""
+  lines = [
+      f'Top-1 accuracy (%) on the balanced test split, mean ± std (ddof 0) '
+      f'over seeds {", ".join(str(s) for s in seeds)}.', '',
+      f'Command: `{command}`', '',
+      '| model | method | embedding | ' + ' | '.join(METRICS) + ' |',
+      '| --- | --- | --- |' + ' --- |' * len(METRICS)]
+  for name, stats in summary.items():
+    method, mode = _method_and_mode(name)
+    cells = ' | '.join(f'{100 * stats[m]["mean"]:.1f} ± '
+                       f'{100 * stats[m]["std"]:.1f}' for m in METRICS)
+    lines.append(f'| {name} | {method} | {mode} | {cells} |')
+  return '\n'.join(lines) + '\n'
+
+
+def _ordered(per_seed: Mapping[int, Mapping[str, Any]],
+             methods: Sequence[str], modes: Sequence[str]) -> dict:
+  """Rows grouped by method, modes in flag order, teachers first."""
+  order = list(_TEACHER_STAGES) + [
+      embedding_distill.result_key(method, mode)
+      for method in methods for mode in modes]
+  return {seed: {name: results[name] for name in order if name in results}
+          for seed, results in per_seed.items()}
+
+
+def main(argv):
+  del argv
+  train.quiet_orbax_logs()
+  seeds = [int(s) for s in FLAGS.seeds]
+  for mode in FLAGS.modes:
+    if mode not in embedding_distill.MODES:
+      raise app.UsageError(f'Unknown mode {mode!r} in --modes; choose from '
+                           f'{embedding_distill.MODES}.')
+  per_seed = run_ablation(FLAGS.workdir, seeds, FLAGS.methods, FLAGS.modes,
+                          FLAGS.quick)
+  per_seed = _ordered(per_seed, FLAGS.methods, FLAGS.modes)
+  summary = aggregate(per_seed)
+  command = 'python -m tgt_jax.experiments.embedding_ablation ' + ' '.join(
+      sys.argv[1:])
+  with open(os.path.join(FLAGS.workdir, 'ablation.json'), 'w') as f:
+    json.dump({'command': command, 'seeds': seeds, 'summary': summary,
+               'per_seed': {str(s): r for s, r in per_seed.items()}}, f,
+              indent=2)
+  table = ablation_table(summary, seeds, command)
+  with open(os.path.join(FLAGS.workdir, 'ablation.md'), 'w') as f:
+    f.write(table)
+  print(table)
+
+
+if __name__ == '__main__':
+  app.run(main)
