@@ -33,11 +33,13 @@ from tgt_jax import embedding_distill
 from tgt_jax import evaluation
 from tgt_jax import generator_training
 from tgt_jax import image_ops
+from tgt_jax import pretrained
 from tgt_jax import sharding
 from tgt_jax import train_steps
 from tgt_jax import training_loop
 from tgt_jax import visualize
 from tgt_jax.data import pipeline
+from tgt_jax.data import sources
 from tgt_jax.models import build
 
 TGT_METHODS = ('tgt_random', 'tgt_gradient', 'tgt_prior')
@@ -81,26 +83,29 @@ class Context:
   """What every stage needs: config, data, devices, output."""
   config: ml_collections.ConfigDict
   workdir: str
-  data: pipeline.ClassificationData
+  data: sources.Data  # In memory (digits, folders) or streamed (TFDS).
   mesh: Any
   writer: metric_writers.MetricWriter
 
 
 def _train_classifier(ctx: Context, *, name: str, directory: str,
                       models: train_steps.StepModels, method: str,
-                      teachers: dict, images: np.ndarray, labels: np.ndarray,
+                      teachers: dict, subset: str,
                       optim: ml_collections.ConfigDict, seed: int,
                       max_shift: int,
                       embedding_distillation: bool = False) -> dict:
   """Trains one classifier (labeler or student) with `method`'s step.
 
+  `subset`: the part of the train split it learns from, 'teacher' (all of
+  it) or 'student' (the long-tail subset); see `sources`.
   `embedding_distillation`: add the config's embedding_distill term (a
   student only); its g/h state rides in the TrainState's `aux`.
   """
   config = ctx.config
-  num_steps = pipeline.steps_for_epochs(len(labels), optim.batch_size,
+  num_examples = sources.num_train_examples(ctx.data, subset)
+  num_steps = pipeline.steps_for_epochs(num_examples, optim.batch_size,
                                         optim.num_epochs)
-  steps_per_epoch = len(labels) / optim.batch_size
+  steps_per_epoch = num_examples / optim.batch_size
   tx, _ = train_steps.create_optimizer(
       optim.get('optimizer', 'sgd'), optim.peak_learning_rate,
       int(optim.warmup_epochs * steps_per_epoch), num_steps,
@@ -108,7 +113,8 @@ def _train_classifier(ctx: Context, *, name: str, directory: str,
   models = dataclasses.replace(models, tx=tx)
   c = models.student_config
   state = train_steps.create_train_state(
-      models.student, tx, (c.image_size, c.image_size, images.shape[-1]),
+      models.student, tx,
+      (c.image_size, c.image_size, sources.image_channels(ctx.data)),
       jax.random.PRNGKey(seed))
   state = sharding.put_replicated(state, ctx.mesh)
   replicated = sharding.replicated(ctx.mesh)
@@ -117,17 +123,16 @@ def _train_classifier(ctx: Context, *, name: str, directory: str,
   step = jax.jit(make_step(method, models, config),
                  out_shardings=(replicated, replicated), donate_argnums=0)
   step_rng = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
-  rows = sharding.local_slice(optim.batch_size)
+  local_batches = sources.train_batch_fn(ctx.data, subset, optim.batch_size,
+                                         seed, max_shift)
 
   def batch_for_step(i):
-    batch = pipeline.train_batch(images, labels, optim.batch_size, seed, i,
-                                 max_shift, rows)
-    return sharding.put_batch(batch, ctx.mesh)
+    return sharding.put_batch(local_batches(i), ctx.mesh)
 
   if embedding_distillation:
     aux = embedding_distill.initial_state(
-        method, models, config, teachers, images.shape[1:], batch_for_step,
-        jax.random.fold_in(jax.random.PRNGKey(seed), 3))
+        method, models, config, teachers, sources.image_shape(ctx.data),
+        batch_for_step, jax.random.fold_in(jax.random.PRNGKey(seed), 3))
     state = sharding.put_replicated(state.replace(aux=aux), ctx.mesh)
 
   state = training_loop.run(
@@ -152,11 +157,10 @@ def _classifier_logits_fn(model, model_config, variables):
 
 def _evaluate_classifier(ctx: Context, model, model_config,
                          variables) -> dict:
-  logits = evaluation.batched_apply(
-      _classifier_logits_fn(model, model_config, variables),
-      ctx.data.test_images, ctx.config.eval_batch_size, ctx.mesh)
-  return evaluation.accuracy_report(ctx.data.test_labels, logits,
-                                    ctx.data.shot_groups)
+  logits, labels = sources.eval_outputs(
+      _classifier_logits_fn(model, model_config, variables), ctx.data,
+      ctx.config.eval_batch_size, ctx.mesh)
+  return evaluation.accuracy_report(labels, logits, ctx.data.shot_groups)
 
 
 def _existing_stage_directory(field: str, directory: str,
@@ -181,28 +185,36 @@ def teacher_labeler_stage(ctx: Context) -> tuple[Any, dict]:
   if cfg.checkpoint:
     _existing_stage_directory(
         'teacher_labeler.checkpoint', directory,
-        pipeline.steps_for_epochs(len(ctx.data.train_labels), cfg.batch_size,
-                                  cfg.num_epochs))
+        pipeline.steps_for_epochs(
+            sources.num_train_examples(ctx.data, 'teacher'), cfg.batch_size,
+            cfg.num_epochs))
   variables = _train_classifier(
       ctx, name='teacher_labeler', directory=directory,
       models=train_steps.StepModels(student=model, student_config=cfg,
                                     tx=None),
-      method='onehot', teachers={}, images=ctx.data.train_images,
-      labels=ctx.data.train_labels, optim=cfg, seed=ctx.config.seed,
-      max_shift=cfg.max_shift)
+      method='onehot', teachers={}, subset='teacher', optim=cfg,
+      seed=ctx.config.seed, max_shift=cfg.max_shift)
   return model, variables
 
 
 def teacher_generator_stage(ctx: Context) -> tuple[dict, dict]:
-  """BigBiGAN's frozen E and G: {'encoder': vars, 'generator': vars}."""
+  """BigBiGAN's frozen E and G: {'encoder': vars, 'generator': vars}.
+
+  Converted from TF-Hub when `teacher_generator.pretrained_checkpoint` is
+  set (the paper's teacher), else trained here (the demo's).
+  """
   cfg = ctx.config.teacher_generator
+  if cfg.get('pretrained_checkpoint'):
+    modules, variables = pretrained.load_pretrained_teacher_generator(
+        cfg.pretrained_checkpoint, cfg)
+    return modules, sharding.put_replicated(variables, ctx.mesh)
   modules = generator_training.create_modules(cfg)
   state = generator_training.create_state(
       modules, cfg, jax.random.PRNGKey(ctx.config.seed))
   directory = cfg.checkpoint or os.path.join(ctx.workdir, 'teacher_generator')
-  images = ctx.data.train_images
-  num_steps = pipeline.steps_for_epochs(len(images), cfg.batch_size,
-                                        cfg.num_epochs)
+  num_steps = pipeline.steps_for_epochs(
+      sources.num_train_examples(ctx.data, 'teacher'), cfg.batch_size,
+      cfg.num_epochs)
   if cfg.checkpoint:
     _existing_stage_directory('teacher_generator.checkpoint', directory,
                               num_steps)
@@ -211,13 +223,12 @@ def teacher_generator_stage(ctx: Context) -> tuple[dict, dict]:
   step = jax.jit(generator_training.make_train_step(modules, cfg),
                  out_shardings=(replicated, replicated), donate_argnums=0)
   step_rng = jax.random.fold_in(jax.random.PRNGKey(ctx.config.seed), 2)
-  rows = sharding.local_slice(cfg.batch_size)
-  no_labels = np.zeros(len(images), np.int32)  # Unsupervised: labels unused.
+  local_batches = sources.train_batch_fn(ctx.data, 'teacher', cfg.batch_size,
+                                         ctx.config.seed)
 
   def batch_for_step(i):
-    batch = pipeline.train_batch(images, no_labels, cfg.batch_size,
-                                 ctx.config.seed, i, 0, rows)
-    return sharding.put_batch({'image': batch['image']}, ctx.mesh)
+    # Unsupervised: the labels stay on the host.
+    return sharding.put_batch({'image': local_batches(i)['image']}, ctx.mesh)
 
   state = training_loop.run(
       name='teacher_generator', directory=directory, state=state,
@@ -240,18 +251,17 @@ def reconstruction_agreement(ctx: Context, models: train_steps.StepModels,
     reconstructed = models.generate(teachers, models.encode(teachers, unit))
     return models.labeler_logits(teachers, reconstructed)
 
-  logits = evaluation.batched_apply(logits_fn, ctx.data.test_images,
-                                    ctx.config.eval_batch_size, ctx.mesh)
-  return float(np.mean(np.argmax(logits, -1) == ctx.data.test_labels))
+  logits, labels = sources.eval_outputs(logits_fn, ctx.data,
+                                        ctx.config.eval_batch_size, ctx.mesh)
+  return float(np.mean(np.argmax(logits, -1) == labels))
 
 
 def _save_samples(ctx: Context, models: train_steps.StepModels,
                   teachers: dict, students: dict) -> None:
   """samples.png: one test image per class, reconstructed and explored."""
   data, config = ctx.data, ctx.config
-  picks = [np.flatnonzero(data.test_labels == c)[0]
-           for c in range(data.num_classes)][:config.num_grid_samples]
-  real = image_ops.uint8_to_unit(jnp.asarray(data.test_images[picks]))
+  images, _ = sources.grid_examples(data, config.num_grid_samples)
+  real = image_ops.uint8_to_unit(jnp.asarray(images))
   rng = jax.random.PRNGKey(config.seed)
   rows = {'real': real,
           'reconstructed': models.generate(teachers,
@@ -280,14 +290,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """Runs every stage and returns the results written to results.json."""
   mesh = sharding.create_mesh()
   validate_config(config, mesh)
-  data = pipeline.load_classification_data(config)
+  data = sources.load_data(config)
   os.makedirs(workdir, exist_ok=True)
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0)
   ctx = Context(config=config, workdir=workdir, data=data, mesh=mesh,
                 writer=writer)
   logging.info('Devices: %s; student train set: %d images, per class %s.',
-               jax.devices(), len(data.student_indices),
+               jax.devices(), sources.num_train_examples(data, 'student'),
                data.student_class_counts.tolist())
 
   results: dict[str, Any] = {}
@@ -327,8 +337,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     variables = _train_classifier(
         ctx, name=key, directory=os.path.join(workdir, 'students', key),
         models=dataclasses.replace(models, student=student), method=method,
-        teachers=teachers, images=data.student_images,
-        labels=data.student_labels, optim=config, seed=config.seed,
+        teachers=teachers, subset='student', optim=config, seed=config.seed,
         max_shift=config.augment_max_shift,
         embedding_distillation=embedding_mode != 'none')
     students[method] = {'model': student, 'variables': variables}
