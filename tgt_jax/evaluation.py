@@ -6,6 +6,7 @@ batch counts exactly once.
 """
 
 import json
+import math
 import os
 from typing import Any, Callable, Mapping
 
@@ -62,10 +63,22 @@ def accuracy_report(labels: np.ndarray, logits: np.ndarray,
   return report
 
 
+def _nan_to_none(value: Any) -> Any:
+  """JSON has no NaN: an empty shot group's accuracy is written as null."""
+  if isinstance(value, Mapping):
+    return {k: _nan_to_none(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_nan_to_none(v) for v in value]
+  if isinstance(value, float) and math.isnan(value):
+    return None
+  return value
+
+
 def write_results(results: Mapping[str, Any], workdir: str) -> None:
   """results.json and results.md (a table) in the workdir, atomically."""
   _atomic_write(os.path.join(workdir, 'results.json'),
-                json.dumps(results, indent=2, sort_keys=False) + '\n')
+                json.dumps(_nan_to_none(results), indent=2,
+                           allow_nan=False) + '\n')
   _atomic_write(os.path.join(workdir, 'results.md'), results_table(results))
 
 
@@ -74,7 +87,8 @@ def results_table(results: Mapping[str, Any]) -> str:
            '| --- | --- | --- | --- | --- |']
   for name, report in results.items():
     if isinstance(report, Mapping):
-      cells = ' | '.join(f'{100 * report[k]:.1f}' for k in ('overall', *GROUPS))
+      cells = ' | '.join('-' if math.isnan(report[k]) else
+                         f'{100 * report[k]:.1f}' for k in ('overall', *GROUPS))
       lines.append(f'| {name} | {cells} |')
   if 'reconstruction_agreement' in results:
     lines.append('')

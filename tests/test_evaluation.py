@@ -1,0 +1,35 @@
+"""Accuracy reports and the results files."""
+
+import json
+import os
+
+import numpy as np
+
+from tgt_jax import evaluation
+
+
+def test_accuracy_report_per_class_and_groups():
+  labels = np.array([0, 0, 1, 1, 2, 2])
+  logits = np.eye(3)[[0, 0, 1, 0, 0, 0]]  # Class 1 half right, 2 all wrong.
+  groups = {'many': np.array([0]), 'medium': np.array([1]),
+            'few': np.array([2])}
+  report = evaluation.accuracy_report(labels, logits, groups)
+  assert report['per_class'] == [1.0, 0.5, 0.0]
+  assert report['many'] == 1.0 and report['medium'] == 0.5
+  assert report['few'] == 0.0 and report['overall'] == 0.5
+
+
+def test_empty_group_is_written_as_null_not_nan(tmp_path):
+  results = {'kd': {'overall': 0.5, 'many': 1.0, 'medium': float('nan'),
+                    'few': 0.0, 'per_class': [1.0, 0.0]},
+             'reconstruction_agreement': 0.25}
+  evaluation.write_results(results, str(tmp_path))
+  with open(os.path.join(tmp_path, 'results.json')) as f:
+    text = f.read()
+  assert 'NaN' not in text
+  assert json.loads(text)['kd']['medium'] is None
+  with open(os.path.join(tmp_path, 'results.md')) as f:
+    table = f.read()
+  assert '| kd | 50.0 | 100.0 | - | 0.0 |' in table
+  assert 'Reconstruction agreement' in table and '25.0%' in table
+  assert not os.path.exists(os.path.join(tmp_path, 'results.json.tmp'))
