@@ -1,0 +1,67 @@
+"""Checkpoints: fallback past a corrupted one, and the non-finite-loss stop."""
+
+import os
+
+from clu import metric_writers
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tgt_jax import checkpointing
+from tgt_jax import training_loop
+
+
+def _run(directory, step_fn, num_steps):
+  return training_loop.run(
+      name='toy', directory=str(directory), state={'w': jnp.zeros(3)},
+      step_fn=step_fn, batch_for_step=lambda step: step, num_steps=num_steps,
+      writer=metric_writers.create_default_writer(None, just_logging=True),
+      log_every=1, checkpoint_every=1)
+
+
+def _add_one(state, step):
+  del step
+  w = state['w'] + 1.0
+  return {'w': w}, {'loss': jnp.sum(w)}
+
+
+def test_corrupted_latest_checkpoint_falls_back_to_the_one_before(tmp_path):
+  _run(tmp_path, _add_one, 2)  # Keeps steps 1 and 2.
+  latest = tmp_path / '2'
+  for root, _, files in os.walk(latest):
+    for name in files:  # Truncate every file of the newest checkpoint.
+      with open(os.path.join(root, name), 'w') as f:
+        f.write('')
+  manager = checkpointing.create_manager(str(tmp_path))
+  state, step = checkpointing.restore_latest(manager, {'w': jnp.zeros(3)})
+  manager.close()
+  assert step == 1
+  np.testing.assert_array_equal(state['w'], np.ones(3))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+  def poisoned(state, step):
+    new_state, metrics = _add_one(state, step)
+    if step == 2:  # The third step goes bad.
+      new_state = {'w': new_state['w'] * jnp.nan}
+      metrics = {'loss': jnp.sum(new_state['w'])}
+    return new_state, metrics
+
+  with pytest.raises(training_loop.NonFiniteLossError,
+                     match=r'\[toy\] non-finite loss nan at step 3'):
+    _run(tmp_path, poisoned, 5)
+  manager = checkpointing.create_manager(str(tmp_path))
+  assert manager.latest_step() == 2
+  state, step = checkpointing.restore_latest(manager, {'w': jnp.zeros(3)})
+  manager.close()
+  assert step == 2
+  np.testing.assert_array_equal(state['w'], np.full(3, 2.0))
+
+
+def test_checkpoints_that_fit_nothing_are_refused_not_overwritten(tmp_path):
+  _run(tmp_path, _add_one, 1)
+  manager = checkpointing.create_manager(str(tmp_path))
+  with pytest.raises(ValueError, match='fits this config'):
+    checkpointing.restore_latest(manager, {'w': jnp.zeros(5)})
+  manager.close()
+  assert os.path.isdir(tmp_path / '1')
