@@ -68,10 +68,6 @@ def measure_peak_flops(repeats: int = 10) -> float:
   return 2.0 * size**3 / float(np.median(times))
 
 
-def _random_variables(module, rng, *inputs) -> Any:
-  return module.init(rng, *inputs, train=False)
-
-
 def _method_config(config, method: str):
   """`tgt_gradient@K` is tgt_gradient with K exploration steps."""
   name, _, steps = method.partition('@')
@@ -161,13 +157,12 @@ def run_benchmark(config, num_steps: int, warmup_steps: int,
   size = config.teacher_labeler.image_size
   enc_size = gen_cfg.encoder_image_size
   teachers = {
-      'labeler': _random_variables(labeler, rng_l,
-                                   jnp.zeros((1, size, size, channels))),
-      'generator': _random_variables(generator, rng_g,
-                                     jnp.zeros((1, gen_cfg.latent_dim))),
-      'encoder': _random_variables(encoder, rng_e,
-                                   jnp.zeros((1, enc_size, enc_size,
-                                              channels))),
+      'labeler': labeler.init(
+          rng_l, jnp.zeros((1, size, size, channels)), train=False),
+      'generator': generator.init(
+          rng_g, jnp.zeros((1, gen_cfg.latent_dim)), train=False),
+      'encoder': encoder.init(
+          rng_e, jnp.zeros((1, enc_size, enc_size, channels)), train=False),
   }
   teachers = sharding.put_replicated(teachers, mesh)
   student = build.classifier(config.student, num_classes)

@@ -42,8 +42,7 @@ real module; if it differs, the converter lists every unmapped name and
 import dataclasses
 import json
 import os
-import re
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Sequence
 
 from absl import app
 from absl import flags

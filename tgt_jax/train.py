@@ -20,7 +20,7 @@ TensorBoard event files.
 import dataclasses
 import logging as std_logging
 import os
-from typing import Any, Optional
+from typing import Any
 
 from absl import logging
 from clu import metric_writers
@@ -88,6 +88,14 @@ class Context:
   writer: metric_writers.MetricWriter
 
 
+def _num_train_steps(ctx: Context, subset: str,
+                     optim: ml_collections.ConfigDict) -> int:
+  """Steps of a stage: `optim.num_epochs` over the subset at its batch size."""
+  return pipeline.steps_for_epochs(
+      sources.num_train_examples(ctx.data, subset), optim.batch_size,
+      optim.num_epochs)
+
+
 def _train_classifier(ctx: Context, *, name: str, directory: str,
                       models: train_steps.StepModels, method: str,
                       teachers: dict, subset: str,
@@ -102,10 +110,9 @@ def _train_classifier(ctx: Context, *, name: str, directory: str,
   student only); its g/h state rides in the TrainState's `aux`.
   """
   config = ctx.config
-  num_examples = sources.num_train_examples(ctx.data, subset)
-  num_steps = pipeline.steps_for_epochs(num_examples, optim.batch_size,
-                                        optim.num_epochs)
-  steps_per_epoch = num_examples / optim.batch_size
+  num_steps = _num_train_steps(ctx, subset, optim)
+  steps_per_epoch = (sources.num_train_examples(ctx.data, subset) /
+                     optim.batch_size)
   tx, _ = train_steps.create_optimizer(
       optim.get('optimizer', 'sgd'), optim.peak_learning_rate,
       int(optim.warmup_epochs * steps_per_epoch), num_steps,
@@ -183,11 +190,8 @@ def teacher_labeler_stage(ctx: Context) -> tuple[Any, dict]:
   model = build.classifier(cfg, ctx.data.num_classes)
   directory = cfg.checkpoint or os.path.join(ctx.workdir, 'teacher_labeler')
   if cfg.checkpoint:
-    _existing_stage_directory(
-        'teacher_labeler.checkpoint', directory,
-        pipeline.steps_for_epochs(
-            sources.num_train_examples(ctx.data, 'teacher'), cfg.batch_size,
-            cfg.num_epochs))
+    _existing_stage_directory('teacher_labeler.checkpoint', directory,
+                              _num_train_steps(ctx, 'teacher', cfg))
   variables = _train_classifier(
       ctx, name='teacher_labeler', directory=directory,
       models=train_steps.StepModels(student=model, student_config=cfg,
@@ -212,9 +216,7 @@ def teacher_generator_stage(ctx: Context) -> tuple[dict, dict]:
   state = generator_training.create_state(
       modules, cfg, jax.random.PRNGKey(ctx.config.seed))
   directory = cfg.checkpoint or os.path.join(ctx.workdir, 'teacher_generator')
-  num_steps = pipeline.steps_for_epochs(
-      sources.num_train_examples(ctx.data, 'teacher'), cfg.batch_size,
-      cfg.num_epochs)
+  num_steps = _num_train_steps(ctx, 'teacher', cfg)
   if cfg.checkpoint:
     _existing_stage_directory('teacher_generator.checkpoint', directory,
                               num_steps)

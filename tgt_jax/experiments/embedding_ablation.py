@@ -29,11 +29,11 @@ from absl import app
 from absl import flags
 from absl import logging
 import ml_collections
-import numpy as np
 
 from configs import digits_lt
 from tgt_jax import embedding_distill
 from tgt_jax import train
+from tgt_jax.experiments import seed_stats
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Output directory.')
@@ -45,7 +45,7 @@ flags.DEFINE_list('modes', ['none', 'raw', 'compressed', 'random_projection'],
                   'embedding_distill.mode values to compare.')
 flags.mark_flags_as_required(['workdir'])
 
-METRICS = ('overall', 'many', 'medium', 'few')
+METRICS = seed_stats.METRICS
 _TEACHER_STAGES = ('teacher_labeler', 'teacher_generator')
 
 
@@ -101,10 +101,8 @@ def aggregate(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, dict]:
   for name in names:
     summary[name] = {}
     for metric in METRICS:
-      values = [float(results[name][metric]) for _, results in runs]
-      summary[name][metric] = {'mean': float(np.mean(values)),
-                               'std': float(np.std(values)),
-                               'values': values}
+      summary[name][metric] = seed_stats.metric_stats(
+          [results[name][metric] for _, results in runs])
   return summary
 
 
@@ -127,8 +125,7 @@ def ablation_table(summary: Mapping[str, Any], seeds: Sequence[int],
       '| --- | --- | --- |' + ' --- |' * len(METRICS)]
   for name, stats in summary.items():
     method, mode = _method_and_mode(name)
-    cells = ' | '.join(f'{100 * stats[m]["mean"]:.1f} ± '
-                       f'{100 * stats[m]["std"]:.1f}' for m in METRICS)
+    cells = ' | '.join(seed_stats.mean_std_cell(stats[m]) for m in METRICS)
     lines.append(f'| {name} | {method} | {mode} | {cells} |')
   return '\n'.join(lines) + '\n'
 

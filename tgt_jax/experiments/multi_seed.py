@@ -19,9 +19,9 @@ from typing import Any, Mapping, Sequence
 from absl import app
 from absl import flags
 from ml_collections import config_flags
-import numpy as np
 
 from tgt_jax import train
+from tgt_jax.experiments import seed_stats
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config.',
@@ -30,7 +30,7 @@ flags.DEFINE_string('workdir', None, 'Output directory.')
 flags.DEFINE_list('seeds', ['0', '1', '2'], 'Student seeds.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
-METRICS = ('overall', 'many', 'medium', 'few')
+METRICS = seed_stats.METRICS
 
 
 def run_seeds(config, seeds: Sequence[int], workdir: str) -> dict[int, dict]:
@@ -59,16 +59,11 @@ def summarize(per_seed: Mapping[int, Mapping[str, Any]]) -> dict:
   summary = {}
   for name, report in runs[0].items():
     if isinstance(report, Mapping):
-      summary[name] = {m: _stats([r[name][m] for r in runs]) for m in METRICS}
+      summary[name] = {m: seed_stats.metric_stats([r[name][m] for r in runs])
+                       for m in METRICS}
     else:
-      summary[name] = _stats([r[name] for r in runs])
+      summary[name] = seed_stats.metric_stats([r[name] for r in runs])
   return summary
-
-
-def _stats(values) -> dict:
-  values = [float(v) for v in values]
-  return {'mean': float(np.mean(values)), 'std': float(np.std(values)),
-          'values': values}
 
 
 def summary_table(summary: Mapping[str, Any], num_seeds: int) -> str:
@@ -80,8 +75,7 @@ def summary_table(summary: Mapping[str, Any], num_seeds: int) -> str:
   for name, stats in summary.items():
     if 'mean' in stats:  # A scalar such as reconstruction_agreement.
       continue
-    cells = ' | '.join(f'{100 * stats[m]["mean"]:.1f} ± '
-                       f'{100 * stats[m]["std"]:.1f}' for m in METRICS)
+    cells = ' | '.join(seed_stats.mean_std_cell(stats[m]) for m in METRICS)
     lines.append(f'| {name} | {cells} |')
   for name, stats in summary.items():
     if 'mean' in stats:
