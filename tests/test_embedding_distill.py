@@ -418,8 +418,9 @@ def test_ablation_aggregates_mean_and_std_over_seeds():
   assert kd['values'] == pytest.approx([0.5, 0.6])
   assert summary['kd+emb_compressed']['few']['mean'] == pytest.approx(0.6)
 
-  table = embedding_ablation.ablation_table(summary, [0, 1], 'CMD --flag')
-  assert 'CMD --flag' in table
+  info = {'command': 'CMD --flag', 'date': 'DATE', 'machine': 'MACHINE'}
+  table = embedding_ablation.ablation_table(summary, [0, 1], info)
+  assert 'CMD --flag' in table and 'DATE' in table and 'MACHINE' in table
   assert '| kd+emb_compressed | kd | compressed | 70.0 ± 10.0 |' in table
   assert '| kd | kd | none | 55.0 ± 5.0 |' in table
 

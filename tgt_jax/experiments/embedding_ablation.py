@@ -20,9 +20,7 @@ what it finished before, so an interrupted ablation picks up where it
 stopped.
 """
 
-import json
 import os
-import sys
 from typing import Any, Mapping, Sequence
 
 from absl import app
@@ -33,11 +31,15 @@ import ml_collections
 from configs import digits_lt
 from tgt_jax import embedding_distill
 from tgt_jax import train
+from tgt_jax.experiments import grid
 from tgt_jax.experiments import seed_stats
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Output directory.')
 flags.DEFINE_list('seeds', ['0', '1', '2'], 'Student seeds.')
+flags.DEFINE_string('teacher_dir', None,
+                    'Workdir of an earlier digits run whose teachers to reuse '
+                    '(default: the first run of the grid trains them).')
 flags.DEFINE_bool('quick', False,
                   'Use configs/digits_lt.py:quick (a smoke test).')
 flags.DEFINE_list('methods', ['kd', 'tgt_gradient'], 'Methods to compare.')
@@ -46,7 +48,7 @@ flags.DEFINE_list('modes', ['none', 'raw', 'compressed', 'random_projection'],
 flags.mark_flags_as_required(['workdir'])
 
 METRICS = seed_stats.METRICS
-_TEACHER_STAGES = ('teacher_labeler', 'teacher_generator')
+_TEACHER_STAGES = grid.TEACHER_STAGES
 
 
 def run_config(quick: bool, methods: Sequence[str], mode: str,
@@ -60,19 +62,22 @@ def run_config(quick: bool, methods: Sequence[str], mode: str,
 
 
 def run_ablation(workdir: str, seeds: Sequence[int], methods: Sequence[str],
-                 modes: Sequence[str], quick: bool) -> dict[int, dict]:
-  """Trains the grid; returns {seed: {model key: report}} over all modes."""
-  teacher_dir = os.path.join(workdir, f'seed_{seeds[0]}', modes[0])
+                 modes: Sequence[str], quick: bool,
+                 teacher_dir: str | None = None) -> dict[int, dict]:
+  """Trains the grid; returns {seed: {model key: report}} over all modes.
+
+  `teacher_dir`: an earlier run's workdir whose teachers every run reuses;
+  None trains them in the first run of the grid.
+  """
+  first_run = os.path.join(workdir, f'seed_{seeds[0]}', modes[0])
   per_seed = {}
   for seed in seeds:
     per_seed[seed] = {}
     for mode in modes:
       config = run_config(quick, methods, mode, seed)
       run_dir = os.path.join(workdir, f'seed_{seed}', mode)
-      if run_dir != teacher_dir:
-        for stage in _TEACHER_STAGES:
-          if os.path.isdir(os.path.join(teacher_dir, stage)):
-            config[stage].checkpoint = os.path.join(teacher_dir, stage)
+      if teacher_dir is not None or run_dir != first_run:
+        config = grid.share_teachers(config, teacher_dir or first_run)
       logging.info('Ablation run: seed %d, mode %s, in %s.', seed, mode,
                    run_dir)
       results = train.train_and_evaluate(config, run_dir)
@@ -115,12 +120,12 @@ def _method_and_mode(name: str) -> tuple[str, str]:
 
 
 def ablation_table(summary: Mapping[str, Any], seeds: Sequence[int],
-                   command: str) -> str:
-  """Markdown: mean ± std in percent per model, and the command."""
+                   info: Mapping[str, str]) -> str:
+  """Markdown: mean ± std in percent per model, with command/date/machine."""
   lines = [
+      grid.header('Embedding compression ablation', info),
       f'Top-1 accuracy (%) on the balanced test split, mean ± std (ddof 0) '
       f'over seeds {", ".join(str(s) for s in seeds)}.', '',
-      f'Command: `{command}`', '',
       '| model | method | embedding | ' + ' | '.join(METRICS) + ' |',
       '| --- | --- | --- |' + ' --- |' * len(METRICS)]
   for name, stats in summary.items():
@@ -144,23 +149,20 @@ def main(argv):
   del argv
   train.quiet_orbax_logs()
   seeds = [int(s) for s in FLAGS.seeds]
+  info = grid.provenance()
   for mode in FLAGS.modes:
     if mode not in embedding_distill.MODES:
       raise app.UsageError(f'Unknown mode {mode!r} in --modes; choose from '
                            f'{embedding_distill.MODES}.')
   per_seed = run_ablation(FLAGS.workdir, seeds, FLAGS.methods, FLAGS.modes,
-                          FLAGS.quick)
+                          FLAGS.quick, FLAGS.teacher_dir)
   per_seed = _ordered(per_seed, FLAGS.methods, FLAGS.modes)
   summary = aggregate(per_seed)
-  command = 'python -m tgt_jax.experiments.embedding_ablation ' + ' '.join(
-      sys.argv[1:])
-  with open(os.path.join(FLAGS.workdir, 'ablation.json'), 'w') as f:
-    json.dump({'command': command, 'seeds': seeds, 'summary': summary,
-               'per_seed': {str(s): r for s, r in per_seed.items()}}, f,
-              indent=2)
-  table = ablation_table(summary, seeds, command)
-  with open(os.path.join(FLAGS.workdir, 'ablation.md'), 'w') as f:
-    f.write(table)
+  table = ablation_table(summary, seeds, info)
+  grid.write_outputs(FLAGS.workdir, 'ablation',
+                     {**info, 'seeds': seeds, 'summary': summary,
+                      'per_seed': {str(s): r for s, r in per_seed.items()}},
+                     table)
   print(table)
 
 

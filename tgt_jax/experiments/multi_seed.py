@@ -4,14 +4,13 @@
       --seeds=0,1,2 --workdir=workdirs/digits_lt_seeds
 
 Seed s trains every student in WORKDIR/seed_<s>. The teachers are trained
-once, by the first seed, and reused by the others (their checkpoints), as a
-pretrained teacher would be: the spread then measures the students' seeds
+once, by the first seed, or taken from `--teacher_dir`, and reused by the
+others (their checkpoints), as a pretrained teacher would be: the spread then measures the students' seeds
 (initialisation, data order, exploration noise), not the teachers'. Writes
 WORKDIR/summary.json ({model: {metric: {mean, std, values}}}) and
 WORKDIR/summary.md.
 """
 
-import copy
 import json
 import os
 from typing import Any, Mapping, Sequence
@@ -21,6 +20,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from tgt_jax import train
+from tgt_jax.experiments import grid
 from tgt_jax.experiments import seed_stats
 
 FLAGS = flags.FLAGS
@@ -28,29 +28,19 @@ config_flags.DEFINE_config_file('config', None, 'Experiment config.',
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Output directory.')
 flags.DEFINE_list('seeds', ['0', '1', '2'], 'Student seeds.')
+flags.DEFINE_string('teacher_dir', None,
+                    'Workdir of an earlier run whose teachers to reuse '
+                    "(default: the first seed's run trains them).")
 flags.mark_flags_as_required(['config', 'workdir'])
 
 METRICS = seed_stats.METRICS
 
 
-def run_seeds(config, seeds: Sequence[int], workdir: str) -> dict[int, dict]:
-  """Runs `config` once per seed; teachers come from the first seed's run."""
-  per_seed = {}
-  first_dir = os.path.join(workdir, f'seed_{seeds[0]}')
-  for i, seed in enumerate(seeds):
-    seed_config = copy.deepcopy(config)
-    seed_config.seed = seed
-    if i > 0:
-      if not seed_config.teacher_labeler.checkpoint:
-        seed_config.teacher_labeler.checkpoint = os.path.join(
-            first_dir, 'teacher_labeler')
-      if (not seed_config.teacher_generator.checkpoint and
-          os.path.isdir(os.path.join(first_dir, 'teacher_generator'))):
-        seed_config.teacher_generator.checkpoint = os.path.join(
-            first_dir, 'teacher_generator')
-    per_seed[seed] = train.train_and_evaluate(
-        seed_config, os.path.join(workdir, f'seed_{seed}'))
-  return per_seed
+def run_seeds(config, seeds: Sequence[int], workdir: str,
+              teacher_dir: str | None = None) -> dict[int, dict]:
+  """Runs `config` once per seed, in WORKDIR/seed_<s>, teachers shared."""
+  # One unnamed variant: its runs live directly in WORKDIR/seed_<s>.
+  return grid.run_variants({'': config}, seeds, workdir, teacher_dir)['']
 
 
 def summarize(per_seed: Mapping[int, Mapping[str, Any]]) -> dict:
@@ -88,7 +78,7 @@ def main(argv):
   del argv
   train.quiet_orbax_logs()
   seeds = [int(s) for s in FLAGS.seeds]
-  per_seed = run_seeds(FLAGS.config, seeds, FLAGS.workdir)
+  per_seed = run_seeds(FLAGS.config, seeds, FLAGS.workdir, FLAGS.teacher_dir)
   summary = summarize(per_seed)
   with open(os.path.join(FLAGS.workdir, 'summary.json'), 'w') as f:
     json.dump(summary, f, indent=2)

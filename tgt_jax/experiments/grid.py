@@ -1,0 +1,133 @@
+"""What every multi-run experiment shares: runs, shared teachers, outputs.
+
+An experiment is a set of named config variants, each trained over a list of
+student seeds. Run (variant v, seed s) lives in WORKDIR/<v>/seed_<s>. The two
+teachers are trained once, by the first run, or taken from `teacher_dir` (the
+workdir of an earlier run of the same dataset config, such as the demo), and
+every other run restores them from their checkpoints: the spread over seeds
+then measures the students (initialisation, data order, exploration noise),
+not the teachers. Every run resumes what it finished before, so an
+interrupted experiment picks up where it stopped when rerun with the same
+command.
+
+Each experiment writes WORKDIR/<name>.json (the command, date, machine, the
+per-seed results and their mean/std), WORKDIR/<name>.md and, where it has a
+plot, WORKDIR/<name>.png; `tgt_jax.experiments.results_doc` gathers them into
+docs/results.md.
+"""
+
+import copy
+import datetime
+import json
+import os
+import platform
+import sys
+from typing import Any, Callable, Mapping, Sequence
+
+from absl import logging
+import jax
+import ml_collections
+
+from tgt_jax import train
+from tgt_jax.experiments import seed_stats
+
+TEACHER_STAGES = ('teacher_labeler', 'teacher_generator')
+
+
+def share_teachers(config: ml_collections.ConfigDict,
+                   teacher_dir: str) -> ml_collections.ConfigDict:
+  """A copy of `config` restoring each teacher found in `teacher_dir`.
+
+  A teacher whose checkpoint the config already names is left as it is.
+  """
+  config = copy.deepcopy(config)
+  for stage in TEACHER_STAGES:
+    stage_dir = os.path.join(teacher_dir, stage)
+    if not config[stage].get('checkpoint') and os.path.isdir(stage_dir):
+      config[stage].checkpoint = stage_dir
+  return config
+
+
+def run_variants(variants: Mapping[str, ml_collections.ConfigDict],
+                 seeds: Sequence[int], workdir: str,
+                 teacher_dir: str | None = None,
+                 train_fn: Callable[..., dict] = train.train_and_evaluate
+                 ) -> dict[str, dict[int, dict]]:
+  """Trains every (variant, seed); returns {variant: {seed: results}}.
+
+  `teacher_dir`: where the teachers come from; None trains them in the
+  first run and shares them from there. A variant whose config equals an
+  earlier one's (a point two sweeps share) reuses that variant's runs.
+  """
+  results = {}
+  trained = {}  # Config JSON -> variant: identical variants train once.
+  for name, config in variants.items():
+    same_as = trained.setdefault(config.to_json(sort_keys=True), name)
+    if same_as != name:
+      logging.info('Experiment variant %s is %s; reusing its runs.', name,
+                   same_as)
+      results[name] = results[same_as]
+      continue
+    results[name] = {}
+    for seed in seeds:
+      run_dir = os.path.join(workdir, name, f'seed_{seed}')
+      run_config = copy.deepcopy(config)
+      run_config.seed = seed
+      if teacher_dir is not None:
+        run_config = share_teachers(run_config, teacher_dir)
+      logging.info('Experiment run %s, seed %d, in %s.', name, seed, run_dir)
+      results[name][seed] = train_fn(run_config, run_dir)
+      if teacher_dir is None:
+        teacher_dir = run_dir
+  return results
+
+
+def model_stats(per_seed: Mapping[int, Mapping[str, Any]], model: str,
+                metrics: Sequence[str] = seed_stats.METRICS) -> dict:
+  """{metric: {'mean', 'std', 'values'}} of one model over the seeds."""
+  return {m: seed_stats.metric_stats([r[model][m] for r in per_seed.values()])
+          for m in metrics}
+
+
+def command_line() -> str:
+  """The command that started this process, as a user would type it."""
+  module = sys.modules['__main__'].__spec__
+  program = (f'python -m {module.name}' if module is not None
+             else f'python {sys.argv[0]}')
+  return ' '.join([program, *sys.argv[1:]])
+
+
+def machine() -> str:
+  """The machine a result was measured on, in words."""
+  device = jax.devices()[0]
+  kind = getattr(device, 'device_kind', device.platform)
+  return (f'{platform.machine()} {platform.system()}, {os.cpu_count()} CPU '
+          f'cores, {jax.device_count()} x {kind} ({jax.default_backend()}), '
+          f'jax {jax.__version__}')
+
+
+def provenance() -> dict:
+  """Command, date (UTC) and machine of the run that writes a result."""
+  return {'command': command_line(),
+          'date': datetime.datetime.now(datetime.timezone.utc).strftime(
+              '%Y-%m-%d %H:%M UTC'),
+          'machine': machine()}
+
+
+def header(title: str, info: Mapping[str, str]) -> str:
+  """The Markdown lines that open every experiment's table."""
+  return (f'## {title}\n\n'
+          f'Command: `{info["command"]}`  \n'
+          f'Ran: {info["date"]} on {info["machine"]}.\n\n')
+
+
+def write_outputs(workdir: str, name: str, payload: Mapping[str, Any],
+                  markdown: str) -> None:
+  """WORKDIR/<name>.json and WORKDIR/<name>.md, each replaced atomically."""
+  os.makedirs(workdir, exist_ok=True)
+  for suffix, text in (('json', json.dumps(payload, indent=2)),
+                       ('md', markdown)):
+    path = os.path.join(workdir, f'{name}.{suffix}')
+    with open(path + '.tmp', 'w') as f:
+      f.write(text)
+    os.replace(path + '.tmp', path)
