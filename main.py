@@ -4,7 +4,9 @@ Kept short on purpose: the logic lives in `tgt_jax.train`, importable and
 testable.
 
   python main.py --config=configs/digits_lt.py [--workdir=DIR]
-      [--config.<field>=<value> ...]
+      [--config.<field>=<value> ...] [--overwrite]
+      [--multihost [--coordinator_address=HOST:PORT --num_processes=N
+                    --process_id=I]]
 """
 
 import os
@@ -17,6 +19,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from tgt_jax import run_guard
 from tgt_jax import train
 
 FLAGS = flags.FLAGS
@@ -29,6 +32,19 @@ flags.DEFINE_bool(
     'multihost', False,
     'Call jax.distributed.initialize() first: one process per host on TPU '
     'pods and GPU clusters (see README, "Many hosts").')
+flags.DEFINE_string(
+    'coordinator_address', None,
+    'With --multihost where JAX cannot detect the cluster (plain GPU '
+    'machines, local processes): host:port of process 0.')
+flags.DEFINE_integer('num_processes', None,
+                     'With --coordinator_address: the number of processes.')
+flags.DEFINE_integer('process_id', None,
+                     'With --coordinator_address: this process, 0-based.')
+flags.DEFINE_bool(
+    'overwrite', False,
+    'Allow a run whose config differs from the one that wrote --workdir: the '
+    'old results and mismatched checkpoints are moved aside '
+    '(*.replaced-<time>), never deleted. Without it such a run stops.')
 flags.mark_flags_as_required(['config'])
 
 
@@ -66,11 +82,17 @@ def main(argv):
   except ImportError:
     pass
   if FLAGS.multihost:
-    jax.distributed.initialize()
+    # On TPU pods, SLURM and other detected clusters all three are None.
+    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                               num_processes=FLAGS.num_processes,
+                               process_id=FLAGS.process_id)
   workdir = FLAGS.workdir or default_workdir(FLAGS['config'].config_filename)
   logging.info('JAX process %d of %d, devices: %s', jax.process_index(),
                jax.process_count(), jax.devices())
-  train.train_and_evaluate(FLAGS.config, workdir)
+  try:
+    train.train_and_evaluate(FLAGS.config, workdir, overwrite=FLAGS.overwrite)
+  except run_guard.ConfigMismatchError as error:
+    sys.exit(f'FATAL: {error}')
 
 
 if __name__ == '__main__':

@@ -74,12 +74,21 @@ def _nan_to_none(value: Any) -> Any:
   return value
 
 
+def read_results(workdir: str) -> dict[str, Any]:
+  """results.json of an earlier run in `workdir`, or {} if it has none."""
+  path = os.path.join(workdir, 'results.json')
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
 def write_results(results: Mapping[str, Any], workdir: str) -> None:
   """results.json and results.md (a table) in the workdir, atomically."""
-  _atomic_write(os.path.join(workdir, 'results.json'),
+  atomic_write(os.path.join(workdir, 'results.json'),
                 json.dumps(_nan_to_none(results), indent=2,
                            allow_nan=False) + '\n')
-  _atomic_write(os.path.join(workdir, 'results.md'), results_table(results))
+  atomic_write(os.path.join(workdir, 'results.md'), results_table(results))
 
 
 def results_table(results: Mapping[str, Any]) -> str:
@@ -97,7 +106,7 @@ def results_table(results: Mapping[str, Any]) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def _atomic_write(path: str, text: str) -> None:
+def atomic_write(path: str, text: str) -> None:
   """Write-then-rename, so a crash never leaves a half-written file."""
   tmp = path + '.tmp'
   with open(tmp, 'w') as f:

@@ -34,6 +34,7 @@ from tgt_jax import evaluation
 from tgt_jax import generator_training
 from tgt_jax import image_ops
 from tgt_jax import pretrained
+from tgt_jax import run_guard
 from tgt_jax import sharding
 from tgt_jax import train_steps
 from tgt_jax import training_loop
@@ -86,6 +87,7 @@ class Context:
   data: sources.Data  # In memory (digits, folders) or streamed (TFDS).
   mesh: Any
   writer: metric_writers.MetricWriter
+  overwrite: bool = False  # Move aside what a different config wrote.
 
 
 def _num_train_steps(ctx: Context, subset: str,
@@ -100,16 +102,21 @@ def _train_classifier(ctx: Context, *, name: str, directory: str,
                       models: train_steps.StepModels, method: str,
                       teachers: dict, subset: str,
                       optim: ml_collections.ConfigDict, seed: int,
-                      max_shift: int,
+                      max_shift: int, fingerprint: dict,
+                      reused: bool = False,
                       embedding_distillation: bool = False) -> dict:
   """Trains one classifier (labeler or student) with `method`'s step.
 
   `subset`: the part of the train split it learns from, 'teacher' (all of
   it) or 'student' (the long-tail subset); see `sources`.
+  `fingerprint`: the config fields the stage depends on, checked against
+  (or recorded in) `directory` (see `run_guard`); `reused`: the directory
+  belongs to another run (a config's `checkpoint` field).
   `embedding_distillation`: add the config's embedding_distill term (a
   student only); its g/h state rides in the TrainState's `aux`.
   """
   config = ctx.config
+  _claim_stage(ctx, directory, fingerprint, reused)
   num_steps = _num_train_steps(ctx, subset, optim)
   steps_per_epoch = (sources.num_train_examples(ctx.data, subset) /
                      optim.batch_size)
@@ -149,6 +156,12 @@ def _train_classifier(ctx: Context, *, name: str, directory: str,
       log_every=config.log_every_steps,
       checkpoint_every=config.checkpoint_every_steps)
   return {'params': state.params, 'batch_stats': state.batch_stats}
+
+
+def _claim_stage(ctx: Context, directory: str, fingerprint: dict,
+                 reused: bool) -> None:
+  run_guard.claim_stage(directory, fingerprint, ctx.overwrite, reused,
+                        write=jax.process_index() == 0)
 
 
 def _classifier_logits_fn(model, model_config, variables):
@@ -197,7 +210,10 @@ def teacher_labeler_stage(ctx: Context) -> tuple[Any, dict]:
       models=train_steps.StepModels(student=model, student_config=cfg,
                                     tx=None),
       method='onehot', teachers={}, subset='teacher', optim=cfg,
-      seed=ctx.config.seed, max_shift=cfg.max_shift)
+      seed=ctx.config.seed, max_shift=cfg.max_shift,
+      fingerprint=run_guard.teacher_fingerprint(ctx.config,
+                                                'teacher_labeler'),
+      reused=bool(cfg.checkpoint))
   return model, variables
 
 
@@ -220,6 +236,9 @@ def teacher_generator_stage(ctx: Context) -> tuple[dict, dict]:
   if cfg.checkpoint:
     _existing_stage_directory('teacher_generator.checkpoint', directory,
                               num_steps)
+  _claim_stage(ctx, directory,
+               run_guard.teacher_fingerprint(ctx.config, 'teacher_generator'),
+               reused=bool(cfg.checkpoint))
   state = sharding.put_replicated(state, ctx.mesh)
   replicated = sharding.replicated(ctx.mesh)
   step = jax.jit(generator_training.make_train_step(modules, cfg),
@@ -287,22 +306,29 @@ def _save_samples(ctx: Context, models: train_steps.StepModels,
                              labels, data.class_names)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict,
-                       workdir: str) -> dict:
-  """Runs every stage and returns the results written to results.json."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       overwrite: bool = False) -> dict:
+  """Runs every stage and returns the results written to results.json.
+
+  A workdir written with a different config is refused unless `overwrite`
+  (see `run_guard`). Results of models this run does not train (a method
+  dropped from `config.methods`) are kept in results.json.
+  """
   mesh = sharding.create_mesh()
   validate_config(config, mesh)
-  data = sources.load_data(config)
   os.makedirs(workdir, exist_ok=True)
+  run_guard.claim_workdir(workdir, config, overwrite,
+                          write=jax.process_index() == 0)
+  data = sources.load_data(config)
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0)
   ctx = Context(config=config, workdir=workdir, data=data, mesh=mesh,
-                writer=writer)
+                writer=writer, overwrite=overwrite)
   logging.info('Devices: %s; student train set: %d images, per class %s.',
                jax.devices(), sources.num_train_examples(data, 'student'),
                data.student_class_counts.tolist())
 
-  results: dict[str, Any] = {}
+  results: dict[str, Any] = evaluation.read_results(workdir)
 
   def publish():
     if jax.process_index() == 0:
@@ -341,6 +367,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         models=dataclasses.replace(models, student=student), method=method,
         teachers=teachers, subset='student', optim=config, seed=config.seed,
         max_shift=config.augment_max_shift,
+        fingerprint=run_guard.run_fingerprint(config),
         embedding_distillation=embedding_mode != 'none')
     students[method] = {'model': student, 'variables': variables}
     results[key] = _evaluate_classifier(ctx, student, config.student,

@@ -28,6 +28,7 @@ from absl import logging
 import jax
 import ml_collections
 
+from tgt_jax import evaluation
 from tgt_jax import train
 from tgt_jax.experiments import seed_stats
 
@@ -125,9 +126,6 @@ def write_outputs(workdir: str, name: str, payload: Mapping[str, Any],
                   markdown: str) -> None:
   """WORKDIR/<name>.json and WORKDIR/<name>.md, each replaced atomically."""
   os.makedirs(workdir, exist_ok=True)
-  for suffix, text in (('json', json.dumps(payload, indent=2)),
-                       ('md', markdown)):
-    path = os.path.join(workdir, f'{name}.{suffix}')
-    with open(path + '.tmp', 'w') as f:
-      f.write(text)
-    os.replace(path + '.tmp', path)
+  evaluation.atomic_write(os.path.join(workdir, f'{name}.json'),
+                          json.dumps(payload, indent=2))
+  evaluation.atomic_write(os.path.join(workdir, f'{name}.md'), markdown)

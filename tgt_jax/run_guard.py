@@ -1,0 +1,170 @@
+"""Nothing written by one config is overwritten by a run with another.
+
+A run records the config it trains with in WORKDIR/config.json, and every
+stage directory records the fields its training depends on in
+<stage>/config.json. A later run with the same workdir must agree with both,
+except for fields that change how a run is observed but not what it computes
+(`IGNORED_FIELDS`, e.g. the logging interval, or `methods`, so that adding a
+method to a finished run trains just that student). On a mismatch the run
+stops before any compute with an error listing the fields that differ; with
+the explicit `--overwrite` flag the old results and stage directories are
+moved aside (renamed `*.replaced-<UTC time>`), never deleted, and the run
+starts them afresh.
+
+A teacher stage named by a `checkpoint` field belongs to another run and is
+never moved: it must agree with this config except for the seed (one
+teacher serves students of many seeds), with or without `--overwrite`.
+"""
+
+import datetime
+import json
+import os
+from typing import Any
+
+from absl import logging
+import ml_collections
+
+from tgt_jax import evaluation
+
+FINGERPRINT_FILE = 'config.json'
+# Fields that do not change what a run computes. `methods` only selects which
+# students to train; each student has its own stage fingerprint.
+IGNORED_FIELDS = ('methods', 'log_every_steps', 'checkpoint_every_steps',
+                  'eval_batch_size', 'num_grid_samples')
+# What a teacher stage's training depends on, besides its own section.
+_TEACHER_CONTEXT = ('dataset', 'seed')
+
+
+class ConfigMismatchError(ValueError):
+  """A workdir or stage directory was written with a different config."""
+
+
+def _flat(tree: Any, prefix: str = '') -> dict[str, Any]:
+  """{'a.b': leaf} of nested dicts; tuples and lists compare as lists."""
+  if isinstance(tree, dict):
+    out = {}
+    for key, value in tree.items():
+      out.update(_flat(value, f'{prefix}{key}.'))
+    return out
+  if isinstance(tree, tuple):
+    tree = list(tree)
+  return {prefix[:-1]: tree}
+
+
+def run_fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The fields of the whole run that its results depend on."""
+  fields = _flat(json.loads(config.to_json()))
+  return {k: v for k, v in fields.items()
+          if k.split('.')[0] not in IGNORED_FIELDS}
+
+
+def teacher_fingerprint(config: ml_collections.ConfigDict,
+                        stage: str) -> dict[str, Any]:
+  """The fields a teacher stage's training depends on.
+
+  Its own section but not the path it was restored from, the dataset and
+  the seed.
+  """
+  fields = run_fingerprint(config)
+  return {k: v for k, v in fields.items()
+          if k.split('.')[0] in (stage, *_TEACHER_CONTEXT) and
+          k not in (f'{stage}.checkpoint', f'{stage}.pretrained_checkpoint')}
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any],
+                 ignore: tuple[str, ...] = ()) -> list[str]:
+  keys = sorted((set(old) | set(new)) - set(ignore))
+  missing = '<absent>'
+  return [f'{k}: {old.get(k, missing)!r} -> {new.get(k, missing)!r}'
+          for k in keys if old.get(k, missing) != new.get(k, missing)]
+
+
+def _read(directory: str) -> dict[str, Any] | None:
+  path = os.path.join(directory, FINGERPRINT_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def _write(directory: str, fingerprint: dict[str, Any]) -> None:
+  os.makedirs(directory, exist_ok=True)
+  evaluation.atomic_write(os.path.join(directory, FINGERPRINT_FILE),
+                          json.dumps(fingerprint, indent=1, sort_keys=True))
+
+
+def _move_aside(path: str) -> str:
+  stamp = datetime.datetime.now(datetime.timezone.utc).strftime(
+      '%Y%m%dT%H%M%S')
+  root, ext = os.path.splitext(path)
+  target = f'{root}.replaced-{stamp}{ext}'
+  os.replace(path, target)
+  logging.warning('--overwrite: moved %s to %s.', path, target)
+  return target
+
+
+def _mismatch_message(what: str, directory: str, diffs: list[str],
+                      fix: str) -> str:
+  shown = '; '.join(diffs[:12]) + ('; ...' if len(diffs) > 12 else '')
+  return (f'{what} {directory} was written by a run with a different config '
+          f'({len(diffs)} field(s) differ, old -> new: {shown}). Nothing was '
+          f'changed. {fix}')
+
+
+def claim_workdir(workdir: str, config: ml_collections.ConfigDict,
+                  overwrite: bool, write: bool = True) -> None:
+  """Checks (or records) the run's config in WORKDIR/config.json.
+
+  Raises ConfigMismatchError on a different config unless `overwrite`; then
+  the old results files and config are moved aside. `write`: as in
+  `claim_stage`.
+  """
+  fingerprint = run_fingerprint(config)
+  old = _read(workdir)
+  if old is not None:
+    diffs = _differences(old, fingerprint)
+    if diffs and not overwrite:
+      raise ConfigMismatchError(_mismatch_message(
+          'Workdir', workdir, diffs,
+          'Use a new --workdir for the new config, or rerun with --overwrite '
+          'to move the old results and checkpoints aside '
+          '(*.replaced-<time>) and train afresh.'))
+    if diffs and write:
+      for name in ('results.json', 'results.md', FINGERPRINT_FILE):
+        if os.path.exists(os.path.join(workdir, name)):
+          _move_aside(os.path.join(workdir, name))
+  if write:
+    _write(workdir, fingerprint)
+
+
+def claim_stage(directory: str, fingerprint: dict[str, Any], overwrite: bool,
+                reused: bool = False, write: bool = True) -> None:
+  """Checks (or records) what a stage directory was trained with.
+
+  `reused`: the directory was named by a config's `checkpoint` field; it is
+  compared without the seed and never moved or written. `write`: False on
+  every process but the first, which alone records and moves files.
+  """
+  old = _read(directory)
+  if old is None:
+    if reused:
+      logging.warning('%s records no config (written by an older version); '
+                      'using it unchecked.', directory)
+    elif write:  # A new stage, or one from before stage fingerprints.
+      _write(directory, fingerprint)
+    return
+  diffs = _differences(old, fingerprint, ignore=('seed',) if reused else ())
+  if not diffs:
+    return
+  if reused:
+    raise ConfigMismatchError(_mismatch_message(
+        'Teacher checkpoint', directory, diffs,
+        'Point the checkpoint field at a teacher trained with this config, '
+        'or make the config match the teacher.'))
+  if not overwrite:
+    raise ConfigMismatchError(_mismatch_message(
+        'Stage directory', directory, diffs,
+        'Use a new --workdir, or rerun with --overwrite to move it aside.'))
+  if write:
+    _move_aside(directory)
+    _write(directory, fingerprint)
