@@ -69,12 +69,12 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.student.std = (0.5,)
 
   # Student optimisation: the Table 6 rows, with digits values [ours].
-  config.num_epochs = 150  # [ours] over the 364 long-tail images.
+  config.num_epochs = 150.0  # [ours] over the 364 long-tail images.
   config.batch_size = 64  # [ours] real images per step (global).
   config.optimizer = 'sgd'  # [ours] SGD with Nesterov momentum.
   config.momentum = 0.9
   config.schedule = 'cosine'  # [ours]
-  config.warmup_epochs = 5  # [ours]
+  config.warmup_epochs = 5.0  # [ours]
   config.peak_learning_rate = 0.1  # [ours]
   config.weight_decay = 5e-4  # [ours]
   # [ours] Random shifts of up to one pixel: the digits' analogue of the
@@ -91,10 +91,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.teacher_labeler.image_size = 8
   config.teacher_labeler.mean = (0.5,)
   config.teacher_labeler.std = (0.5,)
-  config.teacher_labeler.num_epochs = 40  # [ours]
+  config.teacher_labeler.num_epochs = 40.0  # [ours]
   config.teacher_labeler.batch_size = 64
   config.teacher_labeler.peak_learning_rate = 0.1
-  config.teacher_labeler.warmup_epochs = 2
+  config.teacher_labeler.warmup_epochs = 2.0
   config.teacher_labeler.weight_decay = 5e-4
   # [ours] One-pixel random shifts: the labeler must label generated digits,
   # which are never pixel-perfect, so it should not overfit exact positions.
@@ -120,7 +120,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.teacher_generator.discriminator_channel_multipliers = (1, 2, 4)
   config.teacher_generator.discriminator_latent_hidden = (128, 128)
   config.teacher_generator.discriminator_joint_hidden = (256,)
-  config.teacher_generator.num_epochs = 50  # [ours]
+  config.teacher_generator.num_epochs = 50.0  # [ours]
   config.teacher_generator.batch_size = 64
   config.teacher_generator.learning_rate = 2e-4  # [ours] Adam, as BigGAN.
   config.teacher_generator.discriminator_learning_rate = 2e-4

@@ -1,6 +1,10 @@
-"""Checkpoints: fallback past a corrupted one, and the non-finite-loss stop."""
+"""Checkpoints: fallback past a corrupted one or a crash during a save, and
+the non-finite-loss stop."""
 
 import os
+import signal
+import subprocess
+import sys
 
 from clu import metric_writers
 import jax.numpy as jnp
@@ -65,3 +69,53 @@ def test_checkpoints_that_fit_nothing_are_refused_not_overwritten(tmp_path):
     checkpointing.restore_latest(manager, {'w': jnp.zeros(5)})
   manager.close()
   assert os.path.isdir(tmp_path / '1')
+
+
+_CRASH_IN_SAVE = '''
+import os
+import signal
+import sys
+
+from orbax.checkpoint._src.path import atomicity
+
+sys.path.insert(0, sys.argv[2])
+import test_checkpointing
+
+finalize = atomicity.AtomicRenameTemporaryPath.finalize
+
+
+async def crash_at_step_3(self, *args, **kwargs):
+  # Step 3's files are written; die before the rename that commits them.
+  if os.path.basename(str(self.get_final())) == '3':
+    os.kill(os.getpid(), signal.SIGKILL)
+  return await finalize(self, *args, **kwargs)
+
+
+atomicity.AtomicRenameTemporaryPath.finalize = crash_at_step_3
+test_checkpointing._run(sys.argv[1], test_checkpointing._add_one, 5)
+'''
+
+
+def test_crash_during_a_save_leaves_the_previous_checkpoint(tmp_path):
+  """A process killed inside orbax's save of step 3 (after writing, before
+  committing) leaves step 2 usable; the rerun resumes from it and ends as an
+  uninterrupted run does."""
+  directory = tmp_path / 'stage'
+  tests_dir = os.path.dirname(os.path.abspath(__file__))
+  process = subprocess.run(
+      [sys.executable, '-c', _CRASH_IN_SAVE, str(directory), tests_dir],
+      env=dict(os.environ, JAX_PLATFORMS='cpu'), capture_output=True,
+      text=True, timeout=120, check=False)
+  assert process.returncode == -signal.SIGKILL, process.stderr[-3000:]
+  leftovers = [n for n in os.listdir(directory) if not n.isdigit()]
+  assert leftovers, 'the crash should leave an uncommitted temporary'
+  assert sorted(n for n in os.listdir(directory) if n.isdigit()) == ['1', '2']
+
+  manager = checkpointing.create_manager(str(directory))
+  state, step = checkpointing.restore_latest(manager, {'w': jnp.zeros(3)})
+  manager.close()
+  assert step == 2
+  np.testing.assert_array_equal(state['w'], np.full(3, 2.0))
+
+  final = _run(directory, _add_one, 5)
+  np.testing.assert_array_equal(final['w'], np.full(3, 5.0))

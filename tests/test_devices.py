@@ -1,23 +1,28 @@
-"""One device and four give the same train step (data parallelism is exact).
+"""Data parallelism is exact: every method's step gives the same loss and
+updates on 1 device, on 4 devices, and on 2 processes of 2 devices.
 
-XLA_FLAGS must be set before jax is imported, so the four-device part runs in
-a subprocess with --xla_force_host_platform_device_count=4: four CPU
-"devices", one mesh over all of them, and one over the first alone. The step
-is jitted and fed exactly as tgt_jax/train.py does (replicated state and
-teachers, batch split along the 'data' axis, replicated outputs).
+XLA_FLAGS must be set before jax is imported, so the steps run in
+subprocesses of tests/step_equivalence.py: one process with
+--xla_force_host_platform_device_count=4 (meshes of one device and of four),
+and two processes of two devices each joined by jax.distributed.initialize
+(the multi-host path of `main.py --multihost`), each feeding its own half of
+every batch.
 """
 
 import json
 import os
+import socket
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TESTS = os.path.join(_REPO, 'tests')
+_SCRIPT = os.path.join(_TESTS, 'step_equivalence.py')
+sys.path.insert(0, _TESTS)
+from step_equivalence import METHODS  # pylint: disable=g-import-not-at-top
 
 # Float32 reductions (BatchNorm statistics, the loss mean, gradients) are
 # summed in a different order when split over devices, so the two runs agree
@@ -36,122 +41,87 @@ ATOL = 1e-6
 UPDATE_RTOL = 3e-4
 UPDATE_ATOL = 1e-6
 
-_SCRIPT = textwrap.dedent("""
-    import json
-    import sys
 
-    import jax
-    jax.config.update('jax_disable_most_optimizations', True)
-    import numpy as np
-
-    import conftest
-    from tgt_jax import sharding
-    from tgt_jax import train
-    from tgt_jax import train_steps
-
-    def flat(state):
-      # {"['params']['stem_conv']['kernel']": array, ...} of a TrainState.
-      tree = {'params': state.params, 'batch_stats': state.batch_stats}
-      return {jax.tree_util.keystr(path): np.asarray(leaf)
-              for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
-
-    out_dir = sys.argv[1]
-    assert len(jax.devices()) == 4, jax.devices()
-    config = conftest.tiny_config()
-    # Fixed here, not taken from the (tuned) demo config: the comparison's
-    # conditioning depends on them. The networks are piecewise linear (ReLU),
-    # so a rounding-level change can flip a unit that sits near 0 and jump the
-    # gradient. A short ascent step keeps rounding in the ascent direction
-    # from moving the latents (and the generated images) by more than ~1e-7;
-    # with eta = 1 it moves them by ~1e-4, enough to flip units. The seed is
-    # one whose random networks have no unit within rounding distance of 0.
-    config.distill.temperature = 1.0
-    config.distill.alpha = 1.0
-    config.distill.generated_weight = 1.0
-    config.exploration.sigma = 0.5
-    config.exploration.step_size = 0.05
-    config.exploration.num_steps = 1
-    config.exploration.normalize = True
-    config.exploration.init_sigma = 0.0
-    tiny = conftest.make_tiny_teachers(config, seed=1)
-    arrays = {'init/' + k: v for k, v in flat(tiny.state).items()}
-    host_batch = jax.device_get(tiny.batch)
-    meshes = {1: sharding.create_mesh(jax.devices()[:1]),
-              4: sharding.create_mesh()}
-    report = {'errors': {}, 'placement': {}}
-
-    for method in ('tgt_gradient', 'tgt_random'):
-      for num_devices, mesh in meshes.items():
-        sharding.check_batch_size(tiny.config.batch_size, mesh)
-        replicated = sharding.replicated(mesh)
-        # As train._train_classifier, except donate_argnums: the same input
-        # state is reused for every run here.
-        step = jax.jit(
-            train_steps.make_train_step(method, tiny.models, tiny.config),
-            out_shardings=(replicated, replicated))
-        state = sharding.put_replicated(tiny.state, mesh)
-        teachers = sharding.put_replicated(tiny.teachers, mesh)
-        rows = sharding.local_slice(tiny.config.batch_size)
-        batch = sharding.put_batch(
-            jax.tree.map(lambda x: x[rows], host_batch), mesh)
-        new_state, metrics = step(state, teachers, batch,
-                                  jax.random.PRNGKey(0))
-        images = batch['image']
-        kernel = jax.tree.leaves(new_state.params)[0]
-        report['placement'][f'{method}/{num_devices}'] = {
-            'batch_devices': len(images.sharding.device_set),
-            'batch_shard_rows': images.addressable_shards[0].data.shape[0],
-            'param_devices': len(kernel.sharding.device_set),
-            'param_replicated': kernel.sharding.is_fully_replicated,
-        }
-        prefix = f'{method}/{num_devices}/'
-        for name, value in jax.device_get(metrics).items():
-          arrays[prefix + 'metric/' + name] = np.asarray(value)
-        for name, value in flat(jax.device_get(new_state)).items():
-          arrays[prefix + name] = value
-
-    mesh = meshes[4]
-    try:
-      sharding.check_batch_size(6, mesh)
-    except ValueError as error:
-      report['errors']['check_batch_size'] = str(error)
-    config = conftest.tiny_config()
-    config.batch_size = 6
-    try:
-      train.validate_config(config, mesh)
-    except ValueError as error:
-      report['errors']['validate_config'] = str(error)
-
-    np.savez(out_dir + '/arrays.npz', **arrays)
-    with open(out_dir + '/report.json', 'w') as f:
-      json.dump(report, f)
-""")
-
-
-@pytest.fixture(scope='module')
-def four_device_run(tmp_path_factory):
-  """Runs the script once; returns (report, arrays) it wrote."""
-  out_dir = str(tmp_path_factory.mktemp('devices'))
+def _env(devices_per_process):
   env = dict(os.environ)
-  env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') +
-                      ' --xla_force_host_platform_device_count=4').strip()
+  env['XLA_FLAGS'] = (
+      env.get('XLA_FLAGS', '') +
+      f' --xla_force_host_platform_device_count={devices_per_process}').strip()
   env['JAX_PLATFORMS'] = 'cpu'
   env['PYTHONPATH'] = os.pathsep.join(
       [_REPO, _TESTS] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
-  process = subprocess.run([sys.executable, '-c', _SCRIPT, out_dir],
-                           cwd=_REPO, env=env, capture_output=True, text=True,
-                           timeout=300, check=False)
-  assert process.returncode == 0, process.stderr[-5000:]
+  return env
+
+
+def _load(out_dir):
   with open(os.path.join(out_dir, 'report.json')) as f:
     report = json.load(f)
   with np.load(os.path.join(out_dir, 'arrays.npz')) as data:
     arrays = dict(data)
-  return report, arrays
+  inputs = {}
+  for name in os.listdir(out_dir):
+    if name.startswith('input_'):
+      with np.load(os.path.join(out_dir, name)) as data:
+        inputs[int(name[len('input_'):-len('.npz')])] = dict(data)
+  return report, arrays, inputs
 
 
-@pytest.mark.parametrize('method', ['tgt_gradient', 'tgt_random'])
+@pytest.fixture(scope='module')
+def four_device_run(tmp_path_factory):
+  """One process, four devices: (report, arrays, inputs) it wrote."""
+  out_dir = str(tmp_path_factory.mktemp('devices'))
+  process = subprocess.run([sys.executable, _SCRIPT, out_dir, 'devices'],
+                           cwd=_REPO, env=_env(4), capture_output=True,
+                           text=True, timeout=600, check=False)
+  assert process.returncode == 0, process.stderr[-5000:]
+  return _load(out_dir)
+
+
+@pytest.fixture(scope='module')
+def two_process_run(tmp_path_factory):
+  """Two processes of two devices each, as `main.py --multihost` starts."""
+  out_dir = str(tmp_path_factory.mktemp('processes'))
+  with socket.socket() as sock:  # A free port for the coordinator.
+    sock.bind(('localhost', 0))
+    port = sock.getsockname()[1]
+  processes = [
+      subprocess.Popen([sys.executable, _SCRIPT, out_dir, 'process', str(i),
+                        '2', str(port)], cwd=_REPO, env=_env(2),
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True)
+      for i in range(2)]
+  outputs = [p.communicate(timeout=600)[0] for p in processes]
+  for process, output in zip(processes, outputs):
+    assert process.returncode == 0, output[-5000:]
+  return _load(out_dir)
+
+
+def _split(arrays, prefix):
+  return {k[len(prefix):]: v for k, v in arrays.items()
+          if k.startswith(prefix)}
+
+
+def _assert_same_step(reference, other, init, what):
+  """Same metrics and, per leaf, the same update up to rounding."""
+  assert sorted(reference) == sorted(other)
+  assert any(k.startswith("['params']") for k in reference)
+  for name in (k for k in reference if k.startswith('metric/')):
+    np.testing.assert_allclose(other[name], reference[name], rtol=RTOL,
+                               atol=ATOL, err_msg=f'{what}: {name}')
+  assert sorted(init) == sorted(k for k in reference
+                                if not k.startswith('metric'))
+  for name, before in init.items():
+    update_scale = np.max(np.abs(reference[name] - before))
+    assert update_scale > 0, name  # Every leaf is trained by the step.
+    error = np.max(np.abs(other[name] - reference[name]))
+    assert error <= UPDATE_ATOL + UPDATE_RTOL * update_scale, (
+        f'{what}, {name}: differs by {error:.3g}, the step moved it by '
+        f'{update_scale:.3g}')
+
+
+@pytest.mark.parametrize('method', METHODS)
 def test_four_devices_match_one_device(method, four_device_run):
-  report, arrays = four_device_run
+  report, arrays, _ = four_device_run
   # The four-device run really splits the batch (2 rows per device) and
   # replicates the updated parameters; the one-device run does neither.
   assert report['placement'][f'{method}/4'] == {
@@ -160,30 +130,42 @@ def test_four_devices_match_one_device(method, four_device_run):
   assert report['placement'][f'{method}/1'] == {
       'batch_devices': 1, 'batch_shard_rows': 8, 'param_devices': 1,
       'param_replicated': True}
+  _assert_same_step(_split(arrays, f'{method}/1/'),
+                    _split(arrays, f'{method}/4/'),
+                    _split(arrays, f'init/{method}/'), '4 vs 1 device')
 
-  one = {k[len(f'{method}/1/'):]: v for k, v in arrays.items()
-         if k.startswith(f'{method}/1/')}
-  four = {k[len(f'{method}/4/'):]: v for k, v in arrays.items()
-          if k.startswith(f'{method}/4/')}
-  assert sorted(one) == sorted(four)
-  assert any(k.startswith("['params']") for k in one)
-  for name in ('loss', 'real_loss', 'generated_loss'):
-    np.testing.assert_allclose(four['metric/' + name], one['metric/' + name],
-                               rtol=RTOL, atol=ATOL, err_msg=name)
-  init = {k[len('init/'):]: v for k, v in arrays.items()
-          if k.startswith('init/')}
-  assert sorted(init) == sorted(k for k in one if not k.startswith('metric'))
-  for name, before in init.items():
-    update_scale = np.max(np.abs(one[name] - before))
-    assert update_scale > 0, name  # Every leaf is trained by the step.
-    error = np.max(np.abs(four[name] - one[name]))
-    assert error <= UPDATE_ATOL + UPDATE_RTOL * update_scale, (
-        f'{name}: 4 vs 1 device differ by {error:.3g}, the step moved it by '
-        f'{update_scale:.3g}')
+
+@pytest.mark.parametrize('method', METHODS)
+def test_two_processes_match_one_process(method, four_device_run,
+                                         two_process_run):
+  _, single, _ = four_device_run
+  report, arrays, _ = two_process_run
+  assert report['process_count'] == 2 and report['device_count'] == 4
+  # Process 0 sees 4 global devices holding 2 rows each; it fed 4 rows.
+  assert report['placement'][f'{method}/4'] == {
+      'batch_devices': 4, 'batch_shard_rows': 2, 'param_devices': 4,
+      'param_replicated': True}
+  _assert_same_step(_split(single, f'{method}/1/'),
+                    _split(arrays, f'{method}/4/'),
+                    _split(single, f'init/{method}/'),
+                    '2 processes vs 1 device')
+
+
+def test_each_process_reads_its_own_rows_of_the_batch(four_device_run,
+                                                      two_process_run):
+  _, _, single = four_device_run
+  _, _, per_process = two_process_run
+  assert sorted(per_process) == [0, 1]
+  full = single[0]
+  assert full['image'].shape[0] == 8
+  for key, value in full.items():
+    halves = [per_process[i][key] for i in (0, 1)]
+    assert halves[0].shape[0] == halves[1].shape[0] == 4
+    np.testing.assert_array_equal(np.concatenate(halves), value)
 
 
 def test_indivisible_batch_names_the_fix(four_device_run):
-  report, _ = four_device_run
+  report, _, _ = four_device_run
   message = report['errors']['check_batch_size']
   assert 'batch_size=6' in message
   assert '(4)' in message  # The number of devices.

@@ -1,0 +1,164 @@
+"""Runs every method's train step on a device mesh and saves what it did.
+
+Run by tests/test_devices.py in subprocesses (XLA_FLAGS must be set before
+jax is imported):
+
+  python tests/step_equivalence.py OUT_DIR devices
+      4 simulated CPU devices in one process: each step on a mesh of the
+      first device alone and on a mesh of all four;
+  python tests/step_equivalence.py OUT_DIR process ID COUNT PORT
+      one of COUNT processes of 2 CPU devices each, joined by
+      jax.distributed.initialize as `main.py --multihost` does: each step on
+      the mesh of all global devices, every process feeding its own rows.
+
+The step is jitted and fed exactly as tgt_jax/train.py does (replicated state
+and teachers, each process's rows of the batch assembled into a global array
+split along 'data', replicated outputs). Process 0 (or the single process)
+writes OUT_DIR/arrays.npz: per method the initial state, the updated state
+and the metrics; every process writes OUT_DIR/input_<id>.npz, its rows of a
+batch read through tgt_jax.data.sources.
+"""
+
+import json
+import sys
+
+import jax
+import numpy as np
+
+import conftest
+from tgt_jax import embedding_distill
+from tgt_jax import sharding
+from tgt_jax import train
+from tgt_jax import train_steps
+from tgt_jax.data import sources
+
+# Every step the code has: the five methods, and embedding distillation
+# (its own step, with the teacher transformation g/h in the state's aux).
+METHODS = ('onehot', 'kd', 'tgt_random', 'tgt_gradient', 'tgt_prior',
+           'kd+emb_compressed')
+
+
+def flat(state):
+  """{"['params']['stem_conv']['kernel']": array, ...} of a TrainState."""
+  tree = {'params': state.params, 'batch_stats': state.batch_stats}
+  if state.aux is not None:
+    tree['aux'] = state.aux
+  return {jax.tree_util.keystr(path): np.asarray(leaf)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def step_config():
+  """The tiny config, with the values the comparison's conditioning needs.
+
+  Fixed here, not taken from the (tuned) demo config. The networks are
+  piecewise linear (ReLU), so a rounding-level change can flip a unit that
+  sits near 0 and jump the gradient. A short ascent step keeps rounding in
+  the ascent direction from moving the latents (and the generated images)
+  by more than ~1e-7; with eta = 1 it moves them by ~1e-4, enough to flip
+  units. The teachers' seed (1) is one whose random networks have no unit
+  within rounding distance of 0.
+  """
+  config = conftest.tiny_config()
+  config.distill.temperature = 1.0
+  config.distill.alpha = 1.0
+  config.distill.generated_weight = 1.0
+  config.exploration.sigma = 0.5
+  config.exploration.step_size = 0.05
+  config.exploration.num_steps = 1
+  config.exploration.normalize = True
+  config.exploration.init_sigma = 0.0
+  return config
+
+
+def method_setup(name, tiny):
+  """(step function, initial state) of `name`, e.g. 'kd+emb_compressed'."""
+  method, _, mode = name.partition('+emb_')
+  if not mode:
+    return (train_steps.make_train_step(method, tiny.models, tiny.config),
+            tiny.state)
+  config = tiny.config.copy_and_resolve_references()
+  config.embedding_distill.mode = mode
+  aux = embedding_distill.create_state(
+      tiny.models, config, tiny.teachers, tiny.batch['image'].shape[1:],
+      jax.random.PRNGKey(2))
+  return (embedding_distill.make_train_step(method, tiny.models, config),
+          tiny.state.replace(aux=aux))
+
+
+def main(out_dir, mode, *process_args):
+  # Compiles the tiny networks in a fraction of the time; the comparison is
+  # between meshes, so optimisation level does not matter.
+  jax.config.update('jax_disable_most_optimizations', True)
+  if mode == 'process':
+    process_id, num_processes, port = map(int, process_args)
+    jax.distributed.initialize(coordinator_address=f'localhost:{port}',
+                               num_processes=num_processes,
+                               process_id=process_id)
+    meshes = {jax.device_count(): sharding.create_mesh()}
+  else:
+    meshes = {1: sharding.create_mesh(jax.devices()[:1]),
+              4: sharding.create_mesh()}
+  config = step_config()
+  tiny = conftest.make_tiny_teachers(config, seed=1)
+  host_batch = jax.device_get(tiny.batch)
+  rows = sharding.local_slice(config.batch_size)
+  arrays, report = {}, {'placement': {}, 'errors': {}}
+
+  for name in METHODS:
+    step_fn, init_state = method_setup(name, tiny)
+    arrays.update({f'init/{name}/{k}': v for k, v in flat(init_state).items()})
+    for num_devices, mesh in meshes.items():
+      sharding.check_batch_size(config.batch_size, mesh)
+      replicated = sharding.replicated(mesh)
+      # As train._train_classifier, except donate_argnums: the same input
+      # state is reused for every mesh here.
+      step = jax.jit(step_fn, out_shardings=(replicated, replicated))
+      state = sharding.put_replicated(init_state, mesh)
+      teachers = sharding.put_replicated(tiny.teachers, mesh)
+      batch = sharding.put_batch(
+          jax.tree.map(lambda x: x[rows], host_batch), mesh)
+      new_state, metrics = step(state, teachers, batch, jax.random.PRNGKey(0))
+      kernel = jax.tree.leaves(new_state.params)[0]
+      report['placement'][f'{name}/{num_devices}'] = {
+          'batch_devices': len(batch['image'].sharding.device_set),
+          'batch_shard_rows':
+              batch['image'].addressable_shards[0].data.shape[0],
+          'param_devices': len(kernel.sharding.device_set),
+          'param_replicated': kernel.sharding.is_fully_replicated,
+      }
+      prefix = f'{name}/{num_devices}/'
+      for key, value in jax.device_get(metrics).items():
+        arrays[prefix + 'metric/' + key] = np.asarray(value)
+      for key, value in flat(jax.device_get(new_state)).items():
+        arrays[prefix + key] = value
+
+  # The input path itself: this process's rows of global batch 3 of the
+  # student's long-tail data, as train.py reads them.
+  data = sources.load_data(config)
+  local = sources.train_batch_fn(data, 'student', config.batch_size, seed=0,
+                                 max_shift=config.augment_max_shift)(3)
+  np.savez(f'{out_dir}/input_{jax.process_index()}.npz', **local)
+
+  if mode == 'devices':
+    mesh = meshes[4]
+    try:
+      sharding.check_batch_size(6, mesh)
+    except ValueError as error:
+      report['errors']['check_batch_size'] = str(error)
+    bad = conftest.tiny_config()
+    bad.batch_size = 6
+    try:
+      train.validate_config(bad, mesh)
+    except ValueError as error:
+      report['errors']['validate_config'] = str(error)
+
+  report['process_count'] = jax.process_count()
+  report['device_count'] = jax.device_count()
+  if jax.process_index() == 0:
+    np.savez(f'{out_dir}/arrays.npz', **arrays)
+    with open(f'{out_dir}/report.json', 'w') as f:
+      json.dump(report, f)
+
+
+if __name__ == '__main__':
+  main(*sys.argv[1:])
