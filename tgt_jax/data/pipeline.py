@@ -142,5 +142,10 @@ def train_batch(images: np.ndarray, labels: np.ndarray, batch_size: int,
 
 def steps_for_epochs(num_examples: int, batch_size: int,
                      num_epochs: float) -> int:
-  """Train steps covering `num_epochs` passes (at least one step)."""
-  return max(1, int(np.ceil(num_epochs * num_examples / batch_size)))
+  """Train steps covering `num_epochs` passes (at least one step).
+
+  Epochs computed from a step count (steps * batch / examples) come back as
+  that count: float rounding of the product is not rounded up to a step.
+  """
+  steps = num_epochs * num_examples / batch_size
+  return max(1, int(np.ceil(steps - 1e-6 * max(1.0, steps))))

@@ -35,17 +35,9 @@ from tgt_jax.experiments import grid
 from tgt_jax.experiments import seed_stats
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Output directory.')
-flags.DEFINE_list('seeds', ['0', '1', '2'], 'Student seeds.')
-flags.DEFINE_string('teacher_dir', None,
-                    'Workdir of an earlier digits run whose teachers to reuse '
-                    '(default: the first run of the grid trains them).')
-flags.DEFINE_bool('quick', False,
-                  'Use configs/digits_lt.py:quick (a smoke test).')
 flags.DEFINE_list('methods', ['kd', 'tgt_gradient'], 'Methods to compare.')
 flags.DEFINE_list('modes', ['none', 'raw', 'compressed', 'random_projection'],
                   'embedding_distill.mode values to compare.')
-flags.mark_flags_as_required(['workdir'])
 
 METRICS = seed_stats.METRICS
 _TEACHER_STAGES = grid.TEACHER_STAGES

@@ -30,18 +30,12 @@ from tgt_jax.experiments import grid  # pylint: disable=g-import-not-at-top
 from tgt_jax.experiments import seed_stats  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Output directory.')
-flags.DEFINE_string('teacher_dir', None,
-                    'Workdir of an earlier digits run whose teachers to reuse.')
-flags.DEFINE_list('seeds', ['0', '1', '2'], 'Student seeds.')
 flags.DEFINE_list('sigmas', ['0', '0.25', '0.5', '1', '2'],
                   'tgt_random: exploration.sigma values.')
 flags.DEFINE_list('step_sizes', ['0.25', '1', '4'],
                   'tgt_gradient: exploration.step_size values (one step).')
 flags.DEFINE_list('num_steps', ['1', '2', '4'],
                   'tgt_gradient: exploration.num_steps values.')
-flags.DEFINE_bool('quick', False, 'digits_lt:quick schedules (a smoke test).')
-flags.mark_flags_as_required(['workdir'])
 
 NAME = 'exploration_sweep'
 REPORTED = ('overall', 'few')

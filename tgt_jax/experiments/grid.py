@@ -24,6 +24,7 @@ import platform
 import sys
 from typing import Any, Callable, Mapping, Sequence
 
+from absl import flags
 from absl import logging
 import jax
 import ml_collections
@@ -33,6 +34,19 @@ from tgt_jax import train
 from tgt_jax.experiments import seed_stats
 
 TEACHER_STAGES = ('teacher_labeler', 'teacher_generator')
+
+# The flags every experiment command takes, defined once here so that the
+# modules can be imported together.
+flags.DEFINE_string('workdir', None, 'Output directory.')
+flags.DEFINE_string(
+    'teacher_dir', None,
+    'Workdir of an earlier run of the same dataset config (e.g. the demo\'s) '
+    'whose teachers every run restores; default: the first run trains them.')
+flags.DEFINE_list('seeds', ['0', '1', '2'], 'Student seeds.')
+flags.DEFINE_bool('quick', False,
+                  'Experiments on configs/digits_lt.py: use its :quick '
+                  'schedules (a smoke test, not a result).')
+flags.mark_flags_as_required(['workdir'])
 
 
 def share_teachers(config: ml_collections.ConfigDict,

@@ -35,12 +35,6 @@ from tgt_jax.experiments import grid  # pylint: disable=g-import-not-at-top
 from tgt_jax.experiments import seed_stats  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Output directory.')
-flags.DEFINE_string('teacher_dir', None,
-                    'Workdir of an earlier digits run whose teachers to reuse.')
-flags.DEFINE_list('seeds', ['0', '1', '2'], 'Student seeds.')
-flags.DEFINE_bool('quick', False, 'digits_lt:quick schedules (a smoke test).')
-flags.mark_flags_as_required(['workdir'])
 
 NAME = 'long_tail_table'
 METHODS = ('onehot', 'kd', 'tgt_random', 'tgt_gradient')

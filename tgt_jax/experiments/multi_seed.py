@@ -26,12 +26,7 @@ from tgt_jax.experiments import seed_stats
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config.',
                                 lock_config=True)
-flags.DEFINE_string('workdir', None, 'Output directory.')
-flags.DEFINE_list('seeds', ['0', '1', '2'], 'Student seeds.')
-flags.DEFINE_string('teacher_dir', None,
-                    'Workdir of an earlier run whose teachers to reuse '
-                    "(default: the first seed's run trains them).")
-flags.mark_flags_as_required(['config', 'workdir'])
+flags.mark_flags_as_required(['config'])
 
 METRICS = seed_stats.METRICS
 

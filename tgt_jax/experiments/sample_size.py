@@ -35,17 +35,11 @@ from tgt_jax import train  # pylint: disable=g-import-not-at-top
 from tgt_jax.experiments import grid  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Output directory.')
-flags.DEFINE_string('teacher_dir', None,
-                    'Workdir of an earlier digits run whose teachers to reuse.')
-flags.DEFINE_list('seeds', ['0', '1', '2'], 'Student seeds.')
 flags.DEFINE_list('per_class', ['13', '34', '67', '134'],
                   'Real training images per class, one subset each.')
 flags.DEFINE_integer('steps', 850, '[ours] Student steps at every size.')
 flags.DEFINE_list('baselines', ['onehot', 'kd'], 'Methods without TGT.')
 flags.DEFINE_string('tgt_method', 'tgt_random', 'The TGT method.')
-flags.DEFINE_bool('quick', False, 'digits_lt:quick schedules (a smoke test).')
-flags.mark_flags_as_required(['workdir'])
 
 NAME = 'sample_size'
 NUM_CLASSES = 10
