@@ -148,6 +148,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.exploration.num_steps = 1  # [ours]
   config.exploration.normalize = True  # [ours] z += eta * g / ||g||.
   config.exploration.init_sigma = 0.0  # [ours] noise before gradient steps.
+  # E(x) of each real image: 'auto' computes it once per image and caches it
+  # where that is exact (no augmentation), else encodes every step; see
+  # train._latent_cache. With this demo's one-pixel shifts, 'auto' encodes.
+  config.exploration.cache_latents = 'auto'
 
   # Embedding distillation (tgt_jax/embedding_distill.py; Ding & Lerch 2024 on
   # EAsT): the labeler's 128-d embedding, raw or compressed by a trainable g,

@@ -126,3 +126,14 @@ def test_steps_for_epochs():
   assert pipeline.steps_for_epochs(100, 10, 0.25) == 3  # Fractional epochs.
   assert pipeline.steps_for_epochs(5, 64, 0.01) == 1  # At least one step.
   assert pipeline.steps_for_epochs(100, 10, 0) == 1
+
+
+def test_extras_rows_follow_the_images():
+  images = np.arange(20, dtype=np.uint8).reshape(20, 1, 1, 1)
+  labels = np.arange(20) % 3
+  latents = np.arange(20, dtype=np.float32)[:, None] * np.ones((1, 4))
+  batch = pipeline.train_batch(images, labels, 8, seed=2, step=5,
+                               extras={'latent': latents})
+  np.testing.assert_array_equal(batch['latent'][:, 0],
+                                batch['image'][:, 0, 0, 0])
+  assert set(batch) == {'image', 'label', 'latent'}

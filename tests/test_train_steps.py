@@ -175,3 +175,64 @@ def test_step_is_a_function_of_state_batch_and_rng(method, tiny_teachers):
     for other in (other_key, other_step):
       assert float(other['generated_loss']) != float(
           first[1]['generated_loss'])
+
+
+@pytest.mark.parametrize('method', ['tgt_random', 'tgt_gradient'])
+def test_cached_latents_give_the_step_of_encoding(method, tiny_teachers):
+  """A batch carrying E(x) as 'latent' trains as encoding in the step does,
+  and its compiled step has no encoder pass (fewer FLOPs)."""
+  tiny = tiny_teachers
+  config = tiny.config.copy_and_resolve_references()
+  # A short ascent step, as in test_devices.py: with eta = 1 rounding-level
+  # differences in z move G(z) enough to flip ReLU units of the tiny random
+  # networks, and the update jumps.
+  config.exploration.step_size = 0.05
+  step = jax.jit(train_steps.make_train_step(method, tiny.models, config))
+  real = image_ops.uint8_to_unit(tiny.batch['image'])
+  cached = dict(tiny.batch, latent=tiny.models.encode(tiny.teachers, real))
+  rng = jax.random.PRNGKey(3)
+  encoded_state, encoded_metrics = step(tiny.state, tiny.teachers, tiny.batch,
+                                        rng)
+  cached_state, cached_metrics = step(tiny.state, tiny.teachers, cached, rng)
+  # The same arithmetic compiled in another program: equal up to rounding.
+  # Latents of the wrong images would move the losses by 1e-2 or more.
+  assert conftest.tree_allclose(cached_metrics, encoded_metrics, rtol=1e-4,
+                                atol=1e-6)
+  assert conftest.tree_allclose(cached_state.params, encoded_state.params,
+                                rtol=1e-4, atol=1e-5)
+
+  def flops(batch):
+    analysis = step.lower(tiny.state, tiny.teachers, batch, rng).compile(
+        ).cost_analysis()
+    return float(analysis['flops'])
+  assert flops(cached) < flops(tiny.batch)
+
+
+def test_latent_cache_is_exact_or_off(tiny_teachers, monkeypatch):
+  """'auto' caches E of the stored images only without augmentation."""
+  tiny = tiny_teachers
+  config = tiny.config.copy_and_resolve_references()
+  data = train.sources.load_data(config)
+  mesh = sharding.create_mesh()
+  ctx = train.Context(config=config, workdir='', data=data, mesh=mesh,
+                      writer=None)
+  config.augment_max_shift = 1
+  assert train._latent_cache(ctx, tiny.models, tiny.teachers,  # pylint: disable=protected-access
+                             'tgt_random') is None
+  config.augment_max_shift = 0
+  assert train._latent_cache(ctx, tiny.models, tiny.teachers,  # pylint: disable=protected-access
+                             'kd') is None
+  cache = train._latent_cache(ctx, tiny.models, tiny.teachers,  # pylint: disable=protected-access
+                              'tgt_gradient')
+  images = data.student_images
+  assert cache['latent'].shape == (
+      len(images), config.teacher_generator.latent_dim)
+  expected = tiny.models.encode(tiny.teachers,
+                                image_ops.uint8_to_unit(images[:5]))
+  np.testing.assert_allclose(cache['latent'][:5], expected, atol=1e-5)
+  config.exploration.cache_latents = 'never'
+  assert train._latent_cache(ctx, tiny.models, tiny.teachers,  # pylint: disable=protected-access
+                             'tgt_gradient') is None
+  config.exploration.cache_latents = 'sometimes'
+  with pytest.raises(ValueError, match="cache_latents='sometimes'"):
+    train.validate_config(config, mesh)

@@ -388,8 +388,9 @@ def make_pretrain_step(method: str, models: train_steps.StepModels, config):
     real = image_ops.uint8_to_unit(batch['image'])
     images = [real]
     if uses_generated:
-      latents = exploration.perturb_latent(models.encode(teachers, real), rng,
-                                           config.exploration.sigma)
+      latents = exploration.perturb_latent(
+          train_steps.real_latents(models, teachers, batch, real), rng,
+          config.exploration.sigma)
       images.append(jax.lax.stop_gradient(models.generate(teachers, latents)))
     labeler_logits, teacher_embedding = _labeler_outputs(models, teachers,
                                                          images)

@@ -160,6 +160,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.exploration.num_steps = 1
   config.exploration.normalize = True  # [ours] z += eta * g / ||g||.
   config.exploration.init_sigma = 0.0  # [ours]
+  # [ours] Streams augment every epoch: 'auto' encodes each step.
+  config.exploration.cache_latents = 'auto'
 
   # Embedding distillation (tgt_jax/embedding_distill.py), off by default;
   # see configs/digits_lt.py for the fields.

@@ -70,6 +70,10 @@ def validate_config(config: ml_collections.ConfigDict, mesh) -> None:
   sharding.check_batch_size(config.teacher_labeler.batch_size, mesh,
                             'teacher_labeler.batch_size')
   embedding_distill.validate_config(config)
+  cache = config.exploration.get('cache_latents', 'auto')
+  if cache not in CACHE_LATENTS:
+    raise ValueError(f'exploration.cache_latents={cache!r}; choose from '
+                     f'{CACHE_LATENTS}.')
   if any(m in TGT_METHODS for m in config.methods):
     sharding.check_batch_size(config.teacher_generator.batch_size, mesh,
                               'teacher_generator.batch_size')
@@ -137,8 +141,9 @@ def _train_classifier(ctx: Context, *, name: str, directory: str,
   step = jax.jit(make_step(method, models, config),
                  out_shardings=(replicated, replicated), donate_argnums=0)
   step_rng = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
-  local_batches = sources.train_batch_fn(ctx.data, subset, optim.batch_size,
-                                         seed, max_shift)
+  local_batches = sources.train_batch_fn(
+      ctx.data, subset, optim.batch_size, seed, max_shift,
+      _latent_cache(ctx, models, teachers, method))
 
   def batch_for_step(i):
     return sharding.put_batch(local_batches(i), ctx.mesh)
@@ -156,6 +161,39 @@ def _train_classifier(ctx: Context, *, name: str, directory: str,
       log_every=config.log_every_steps,
       checkpoint_every=config.checkpoint_every_steps)
   return {'params': state.params, 'batch_stats': state.batch_stats}
+
+
+CACHE_LATENTS = ('auto', 'always', 'never')
+
+
+def _latent_cache(ctx: Context, models: train_steps.StepModels,
+                  teachers: dict, method: str) -> dict | None:
+  """{'latent': E(x) of every student image}, or None to encode each step.
+
+  `exploration.cache_latents`: 'auto' caches where it is exact (in-memory
+  data, no augmentation: the encoder would see the same image every
+  epoch), 'always' also under augmentation (E of the un-augmented image),
+  'never' encodes every step.
+  """
+  mode = ctx.config.exploration.get('cache_latents', 'auto')
+  if method not in ('tgt_random', 'tgt_gradient') or mode == 'never':
+    return None
+  streaming = sources.is_streaming(ctx.data)
+  if mode == 'auto' and (streaming or ctx.config.augment_max_shift > 0):
+    return None
+  if streaming:
+    raise ValueError("exploration.cache_latents='always' needs in-memory data "
+                     "(digits, image folders); use 'auto' or 'never'.")
+
+  @jax.jit
+  def encode(images):
+    return models.encode(teachers, image_ops.uint8_to_unit(images))
+
+  latents = evaluation.batched_apply(encode, ctx.data.student_images,
+                                     ctx.config.eval_batch_size, ctx.mesh)
+  logging.info('Cached E(x) of the %d student images (%s).', len(latents),
+               mode)
+  return {'latent': latents}
 
 
 def _claim_stage(ctx: Context, directory: str, fingerprint: dict,

@@ -222,21 +222,33 @@ def make_kd_step(models: StepModels, config) -> StepFn:
 
 
 
-def _explore_random(models, state, teachers, real_images, rng, config):
-  z = models.encode(teachers, real_images)
+def real_latents(models: StepModels, teachers, batch, real_images):
+  """E(x) of the batch: its cached 'latent' rows if it carries them.
+
+  Cached latents are E of the un-augmented image, computed once per image
+  (train._latent_cache); exact only where the encoder would see that image.
+  """
+  if 'latent' in batch:
+    return batch['latent']
+  return models.encode(teachers, real_images)
+
+
+# Exploration: (models, state, teachers, z = E(x), rng, config) -> latents.
+def _explore_random(models, state, teachers, z, rng, config):
+  del models, state, teachers
   return exploration.perturb_latent(z, rng, config.exploration.sigma)
 
 
-def _explore_prior(models, state, teachers, real_images, rng, config):
-  del state
+def _explore_prior(models, state, teachers, z, rng, config):
+  # z is unused, so XLA drops the encoder pass from the compiled step.
+  del models, state, teachers
   return exploration.sample_prior(
-      rng, (real_images.shape[0], config.teacher_generator.latent_dim))
+      rng, (z.shape[0], config.teacher_generator.latent_dim))
 
 
-def _explore_gradient(models, state, teachers, real_images, rng, config):
-  """Ascends CE(labeler, student) on G(z), starting from E(x)."""
+def _explore_gradient(models, state, teachers, z, rng, config):
+  """Ascends CE(labeler, student) on G(z), starting from z = E(x)."""
   cfg = config.exploration
-  z = models.encode(teachers, real_images)
   if cfg.init_sigma > 0:
     z = exploration.perturb_latent(z, rng, cfg.init_sigma)
 
@@ -265,7 +277,8 @@ def make_tgt_step(models: StepModels, config, explore) -> StepFn:
   def step(state, teachers, batch, rng):
     rng = jax.random.fold_in(rng, state.step)
     real = image_ops.uint8_to_unit(batch['image'])
-    latents = explore(models, state, teachers, real, rng, config)
+    latents = explore(models, state, teachers,
+                      real_latents(models, teachers, batch, real), rng, config)
     generated = jax.lax.stop_gradient(models.generate(teachers, latents))
     teacher_real = models.labeler_logits(teachers, real)
     teacher_generated = models.labeler_logits(teachers, generated)
@@ -320,4 +333,5 @@ def explore_latents(method: str, models: StepModels, state: TrainState,
   """The latents a TGT method would decode for these real images."""
   explore = {'tgt_random': _explore_random, 'tgt_gradient': _explore_gradient,
              'tgt_prior': _explore_prior}[method]
-  return explore(models, state, teachers, unit_images, rng, config)
+  return explore(models, state, teachers,
+                 models.encode(teachers, unit_images), rng, config)

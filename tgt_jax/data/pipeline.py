@@ -7,6 +7,8 @@ uninterrupted run sees from step k on.
 """
 
 import dataclasses
+from typing import Mapping
+
 import ml_collections
 import numpy as np
 
@@ -126,18 +128,24 @@ def random_shift(images: np.ndarray, offsets: np.ndarray,
 
 def train_batch(images: np.ndarray, labels: np.ndarray, batch_size: int,
                 seed: int, step: int, max_shift: int = 0,
-                rows: slice = slice(None)) -> dict[str, np.ndarray]:
+                rows: slice = slice(None),
+                extras: Mapping[str, np.ndarray] | None = None
+                ) -> dict[str, np.ndarray]:
   """Batch `step` of a seeded stream; `rows` selects this process's part.
 
   Shifts are drawn for the whole global batch before slicing, so a row gets
-  the same augmentation whatever the number of processes.
+  the same augmentation whatever the number of processes. `extras`: more
+  per-image arrays (e.g. cached latents) whose rows join the batch.
   """
   indices = batch_indices(len(labels), batch_size, seed, step)
   offsets = np.random.default_rng([seed, step, 1]).integers(
       0, 2 * max_shift + 1, size=(batch_size, 2))
   indices, offsets = indices[rows], offsets[rows]
   batch_images = random_shift(images[indices], offsets, max_shift)
-  return {'image': batch_images, 'label': labels[indices]}
+  batch = {'image': batch_images, 'label': labels[indices]}
+  for name, values in (extras or {}).items():
+    batch[name] = values[indices]
+  return batch
 
 
 def steps_for_epochs(num_examples: int, batch_size: int,

@@ -20,7 +20,7 @@ long-tail train split ([ours]: the paper's labeler data are not known).
 TensorFlow is imported only when a streaming dataset is asked for.
 """
 
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 import jax
 from jax.experimental import multihost_utils
@@ -80,22 +80,28 @@ def image_channels(data: Data) -> int:
 
 
 def train_batch_fn(data: Data, subset: str, batch_size: int, seed: int,
-                   max_shift: int = 0
+                   max_shift: int = 0,
+                   extras: Mapping[str, np.ndarray] | None = None
                    ) -> Callable[[int], dict[str, np.ndarray]]:
   """`batch_for_step(step)`: this process's rows of global batch `step`.
 
   In memory, `max_shift` sets the random-shift augmentation; streams
   augment with their own random-resized crop and flip and ignore it.
+  `extras`: per-image arrays of the subset (in memory only) whose rows join
+  each batch under their names.
   """
   _check_subset(subset)
   if is_streaming(data):
+    if extras:
+      raise ValueError('Per-image extras (cached latents) need in-memory '
+                       'data; a stream has no fixed image order.')
     return data.train_batches(batch_size, seed)
   images, labels = ((data.train_images, data.train_labels)
                     if subset == 'teacher' else
                     (data.student_images, data.student_labels))
   rows = sharding.local_slice(batch_size)
   return lambda step: pipeline.train_batch(images, labels, batch_size, seed,
-                                           step, max_shift, rows)
+                                           step, max_shift, rows, extras)
 
 
 def eval_outputs(fn: Callable[[jax.Array], jax.Array], data: Data,
