@@ -46,6 +46,9 @@ flags.DEFINE_integer('steps', 30, 'Timed steps per method, after warm-up.')
 flags.DEFINE_integer('warmup_steps', 3, 'Untimed steps after compilation.')
 flags.DEFINE_list('gradient_steps', ['1', '2', '4'],
                   'Exploration steps of the extra tgt_gradient variants.')
+flags.DEFINE_bool('cached_latents', True,
+                  'Also time tgt_random and tgt_gradient with E(x) cached '
+                  '(exploration.cache_latents), i.e. no encoder pass.')
 flags.mark_flags_as_required(['config'])
 
 
@@ -68,9 +71,13 @@ def measure_peak_flops(repeats: int = 10) -> float:
   return 2.0 * size**3 / float(np.median(times))
 
 
+CACHED = '+cached_latents'
+
+
 def _method_config(config, method: str):
-  """`tgt_gradient@K` is tgt_gradient with K exploration steps."""
-  name, _, steps = method.partition('@')
+  """`tgt_gradient@K` is tgt_gradient with K exploration steps; a
+  '+cached_latents' suffix feeds E(x) with the batch (timed separately)."""
+  name, _, steps = method.removesuffix(CACHED).partition('@')
   method_config = config
   if steps:
     method_config = config.copy_and_resolve_references()
@@ -141,7 +148,8 @@ def benchmark_input(images, labels, batch_size, mesh, max_shift,
 
 
 def run_benchmark(config, num_steps: int, warmup_steps: int,
-                  gradient_steps=(1, 2, 4)) -> dict[str, Any]:
+                  gradient_steps=(1, 2, 4),
+                  cached_latents: bool = True) -> dict[str, Any]:
   """The benchmark of every method of `config`; returns the JSON object."""
   mesh = sharding.create_mesh()
   sharding.check_batch_size(config.batch_size, mesh)
@@ -183,9 +191,17 @@ def run_benchmark(config, num_steps: int, warmup_steps: int,
                            config.augment_max_shift, rows), mesh)
              for i in range(4)]
   rng = jax.random.PRNGKey(1)
+  # Latents as the cache would give them: timing does not depend on values.
+  latent_rows = np.random.default_rng(0).normal(
+      size=(config.batch_size, gen_cfg.latent_dim)).astype(np.float32)[rows]
+  cached_batches = [dict(b, latent=sharding.put_batch(latent_rows, mesh))
+                    for b in batches]
 
   methods = list(config.methods) + [f'tgt_gradient@{k}'
                                     for k in gradient_steps]
+  if cached_latents:
+    methods += [m + CACHED for m in ('tgt_random', 'tgt_gradient')
+                if m in config.methods]
   results = {}
   for method in methods:
     name, method_config = _method_config(config, method)
@@ -194,8 +210,10 @@ def run_benchmark(config, num_steps: int, warmup_steps: int,
         mesh)
     step = jax.jit(train_steps.make_train_step(name, models, method_config),
                    out_shardings=(replicated, replicated), donate_argnums=0)
-    result = benchmark_method(step, state, teachers, batches, rng, num_steps,
-                              warmup_steps)
+    result = benchmark_method(
+        step, state, teachers,
+        cached_batches if method.endswith(CACHED) else batches, rng,
+        num_steps, warmup_steps)
     result['images_per_s'] = config.batch_size / (result['step_ms'] / 1e3)
     results[method] = result
 
@@ -219,7 +237,7 @@ def table(report: dict[str, Any]) -> str:
   lines = [f'device: {report["device"]}; peak {report["peak_flops"]:.3g} '
            f'FLOP/s; input pipeline {report["input_images_per_s"]:.0f} '
            'images/s',
-           f'{"method":<16}{"step ms":>9}{"p10-p90":>15}{"img/s":>9}'
+           f'{"method":<28}{"step ms":>9}{"p10-p90":>15}{"img/s":>9}'
            f'{"GFLOP":>9}{"% peak":>8}{"compile s":>10}{"MiB":>8}'
            f'{"t/t_kd":>8}{"F/F_kd":>8}']
   methods = report['methods']
@@ -228,7 +246,7 @@ def table(report: dict[str, Any]) -> str:
     ratio_t = r['step_ms'] / kd['step_ms'] if kd else float('nan')
     ratio_f = r['flops'] / kd['flops'] if kd and kd['flops'] else float('nan')
     lines.append(
-        f'{name:<16}{r["step_ms"]:>9.2f}'
+        f'{name:<28}{r["step_ms"]:>9.2f}'
         f'{r["step_ms_p10"]:>7.2f}-{r["step_ms_p90"]:<7.2f}'
         f'{r["images_per_s"]:>9.0f}{r["flops"] / 1e9:>9.3f}'
         f'{100 * r["flops_fraction"]:>8.1f}{r["compile_s"]:>10.1f}'
@@ -239,7 +257,8 @@ def table(report: dict[str, Any]) -> str:
 def main(argv):
   del argv
   report = run_benchmark(FLAGS.config, FLAGS.steps, FLAGS.warmup_steps,
-                         tuple(int(k) for k in FLAGS.gradient_steps))
+                         tuple(int(k) for k in FLAGS.gradient_steps),
+                         FLAGS.cached_latents)
   print(table(report))
   sys.stdout.flush()
   print(json.dumps(report))
