@@ -173,6 +173,11 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # than this demo's ~850.
   config.embedding_distill.teacher_learning_rate = 1e-3
 
+  # Compute dtype of every network the run applies: 'float32' or 'bfloat16'
+  # (parameters and BatchNorm statistics stay float32). [ours] float32: CPUs
+  # have no fast bfloat16 path.
+  config.dtype = 'float32'
+
   config.log_every_steps = 100
   config.checkpoint_every_steps = 500
   config.eval_batch_size = 256

@@ -1,5 +1,7 @@
 """Tests of the per-method train steps on tiny, randomly initialised models."""
 
+import dataclasses
+
 import jax
 
 # Tiny models: compile time dominates, and these tests check values.
@@ -15,6 +17,7 @@ from tgt_jax import losses  # pylint: disable=g-import-not-at-top
 from tgt_jax import sharding  # pylint: disable=g-import-not-at-top
 from tgt_jax import train  # pylint: disable=g-import-not-at-top
 from tgt_jax import train_steps  # pylint: disable=g-import-not-at-top
+from tgt_jax.models import build  # pylint: disable=g-import-not-at-top
 
 TGT_METHODS = ('tgt_random', 'tgt_gradient', 'tgt_prior')
 # kd's distillation settings for every kd step below except alpha=0: soft
@@ -236,3 +239,36 @@ def test_latent_cache_is_exact_or_off(tiny_teachers, monkeypatch):
   config.exploration.cache_latents = 'sometimes'
   with pytest.raises(ValueError, match="cache_latents='sometimes'"):
     train.validate_config(config, mesh)
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_statistics():
+  """config.dtype='bfloat16': convolutions and matmuls run in bfloat16, the
+  parameters, BatchNorm statistics and loss stay float32, and the loss is
+  the float32 loss up to bfloat16 rounding."""
+  config = conftest.tiny_config()
+  config.dtype = 'bfloat16'
+  dtype = build.compute_dtype(config)
+  assert dtype == jnp.bfloat16
+  tiny = conftest.make_tiny_teachers(config)
+  student = build.classifier(config.student, conftest.NUM_CLASSES, dtype)
+  labeler = build.classifier(config.teacher_labeler, conftest.NUM_CLASSES,
+                             dtype)
+  models = dataclasses.replace(
+      tiny.models, student=student, labeler=labeler,
+      generator=build.generator(config.teacher_generator, False, dtype),
+      encoder=build.encoder(config.teacher_generator, dtype))
+  step = jax.jit(train_steps.make_train_step('tgt_random', models, config))
+  rng = jax.random.PRNGKey(0)
+  jaxpr = str(jax.make_jaxpr(step)(tiny.state, tiny.teachers, tiny.batch, rng))
+  assert 'bf16' in jaxpr  # The compute really is bfloat16.
+  new_state, metrics = step(tiny.state, tiny.teachers, tiny.batch, rng)
+  for leaf in jax.tree.leaves((new_state.params, new_state.batch_stats)):
+    assert leaf.dtype == jnp.float32
+  assert metrics['loss'].dtype == jnp.float32
+  _, float32_metrics = _jitted_step('tgt_random', tiny)(
+      tiny.state, tiny.teachers, tiny.batch, rng)
+  np.testing.assert_allclose(metrics['loss'], float32_metrics['loss'],
+                             rtol=5e-2)
+  config.dtype = 'float16'
+  with pytest.raises(ValueError, match="dtype='float16'"):
+    build.compute_dtype(config)

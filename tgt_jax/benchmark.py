@@ -159,9 +159,10 @@ def run_benchmark(config, num_steps: int, warmup_steps: int,
   gen_cfg = config.teacher_generator
   rng_l, rng_g, rng_e, rng_s = jax.random.split(jax.random.PRNGKey(0), 4)
 
-  labeler = build.classifier(config.teacher_labeler, num_classes)
-  generator = build.generator(gen_cfg, spectral_norm=False)
-  encoder = build.encoder(gen_cfg)
+  dtype = build.compute_dtype(config)
+  labeler = build.classifier(config.teacher_labeler, num_classes, dtype)
+  generator = build.generator(gen_cfg, spectral_norm=False, dtype=dtype)
+  encoder = build.encoder(gen_cfg, dtype)
   size = config.teacher_labeler.image_size
   enc_size = gen_cfg.encoder_image_size
   teachers = {
@@ -173,7 +174,7 @@ def run_benchmark(config, num_steps: int, warmup_steps: int,
           rng_e, jnp.zeros((1, enc_size, enc_size, channels)), train=False),
   }
   teachers = sharding.put_replicated(teachers, mesh)
-  student = build.classifier(config.student, num_classes)
+  student = build.classifier(config.student, num_classes, dtype)
   num_train_steps = 1000
   tx, _ = train_steps.create_optimizer(
       config.optimizer, config.peak_learning_rate, 10, num_train_steps,

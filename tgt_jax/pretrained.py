@@ -170,7 +170,8 @@ def read_architecture(directory: str) -> dict[str, Any]:
 
 def load_pretrained_teacher_generator(
     directory: str, gen_config: ml_collections.ConfigDict,
-    parts: tuple[str, ...] = PARTS) -> tuple[dict[str, Any], dict[str, Any]]:
+    parts: tuple[str, ...] = PARTS,
+    dtype: Any = jnp.float32) -> tuple[dict[str, Any], dict[str, Any]]:
   """The frozen BigBiGAN teacher converted into `directory`.
 
   Args:
@@ -179,6 +180,7 @@ def load_pretrained_teacher_generator(
       fields must equal those the checkpoint was converted for.
     parts: which of 'generator', 'encoder' to load (tgt_prior needs no
       encoder).
+    dtype: compute dtype of the returned modules (`build.compute_dtype`).
 
   Returns:
     (modules, variables): modules {'generator': Generator(spectral_norm=
@@ -228,7 +230,8 @@ def load_pretrained_teacher_generator(
          else ''))
   modules = {}
   if 'generator' in parts:
-    modules['generator'] = build.generator(gen_config, spectral_norm=False)
+    modules['generator'] = build.generator(gen_config, spectral_norm=False,
+                                           dtype=dtype)
   if 'encoder' in parts:
-    modules['encoder'] = build.encoder(gen_config)
+    modules['encoder'] = build.encoder(gen_config, dtype)
   return modules, variables

@@ -70,6 +70,7 @@ def validate_config(config: ml_collections.ConfigDict, mesh) -> None:
   sharding.check_batch_size(config.teacher_labeler.batch_size, mesh,
                             'teacher_labeler.batch_size')
   embedding_distill.validate_config(config)
+  build.compute_dtype(config)  # Raises on an unknown dtype.
   cache = config.exploration.get('cache_latents', 'auto')
   if cache not in CACHE_LATENTS:
     raise ValueError(f'exploration.cache_latents={cache!r}; choose from '
@@ -238,7 +239,8 @@ def _existing_stage_directory(field: str, directory: str,
 def teacher_labeler_stage(ctx: Context) -> tuple[Any, dict]:
   """The labeler: restored from its checkpoint, or trained here."""
   cfg = ctx.config.teacher_labeler
-  model = build.classifier(cfg, ctx.data.num_classes)
+  model = build.classifier(cfg, ctx.data.num_classes,
+                           build.compute_dtype(ctx.config))
   directory = cfg.checkpoint or os.path.join(ctx.workdir, 'teacher_labeler')
   if cfg.checkpoint:
     _existing_stage_directory('teacher_labeler.checkpoint', directory,
@@ -264,7 +266,7 @@ def teacher_generator_stage(ctx: Context) -> tuple[dict, dict]:
   cfg = ctx.config.teacher_generator
   if cfg.get('pretrained_checkpoint'):
     modules, variables = pretrained.load_pretrained_teacher_generator(
-        cfg.pretrained_checkpoint, cfg)
+        cfg.pretrained_checkpoint, cfg, dtype=build.compute_dtype(ctx.config))
     return modules, sharding.put_replicated(variables, ctx.mesh)
   modules = generator_training.create_modules(cfg)
   state = generator_training.create_state(
@@ -296,8 +298,12 @@ def teacher_generator_stage(ctx: Context) -> tuple[dict, dict]:
       log_every=ctx.config.log_every_steps,
       checkpoint_every=ctx.config.checkpoint_every_steps)
   frozen = generator_training.frozen_teacher_variables(state)
-  modules = {'encoder': modules.encoder,
-             'generator': build.generator(cfg, spectral_norm=False)}
+  # Trained in float32 [ours: GAN training is the least robust step]; the
+  # frozen teacher then computes in the run's dtype.
+  dtype = build.compute_dtype(ctx.config)
+  modules = {'encoder': build.encoder(cfg, dtype),
+             'generator': build.generator(cfg, spectral_norm=False,
+                                          dtype=dtype)}
   return modules, frozen
 
 
@@ -399,7 +405,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   for method in config.methods:
     # e.g. 'kd+emb_compressed': the key in results.json and students/<key>.
     key = embedding_distill.result_key(method, embedding_mode)
-    student = build.classifier(config.student, data.num_classes)
+    student = build.classifier(config.student, data.num_classes,
+                               build.compute_dtype(config))
     variables = _train_classifier(
         ctx, name=key, directory=os.path.join(workdir, 'students', key),
         models=dataclasses.replace(models, student=student), method=method,

@@ -8,6 +8,22 @@ import ml_collections
 from tgt_jax.models import bigbigan
 from tgt_jax.models import resnet
 
+COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def compute_dtype(config: ml_collections.ConfigDict) -> Any:
+  """`config.dtype`: the compute dtype of every network a run applies.
+
+  Parameters, BatchNorm statistics, logits and latents stay float32 whatever
+  it says; 'bfloat16' runs the convolutions and matrix products in bfloat16
+  (the fast path of TPUs and recent GPUs; slow on most CPUs).
+  """
+  name = config.get('dtype', 'float32')
+  if name not in COMPUTE_DTYPES:
+    raise ValueError(f'dtype={name!r}; choose from {tuple(COMPUTE_DTYPES)} '
+                     '(--config.dtype).')
+  return COMPUTE_DTYPES[name]
+
 
 def classifier(model_config: ml_collections.ConfigDict, num_classes: int,
                dtype: Any = jnp.float32) -> resnet.ResNet:
@@ -18,8 +34,8 @@ def classifier(model_config: ml_collections.ConfigDict, num_classes: int,
       small_image_stem=model_config.small_image_stem, dtype=dtype)
 
 
-def generator(gen_config: ml_collections.ConfigDict,
-              spectral_norm: bool) -> bigbigan.Generator:
+def generator(gen_config: ml_collections.ConfigDict, spectral_norm: bool,
+              dtype: Any = jnp.float32) -> bigbigan.Generator:
   """BigBiGAN's G; `spectral_norm=False` for the frozen (baked) teacher."""
   module = bigbigan.Generator(
       base_channels=gen_config.base_channels,
@@ -28,7 +44,7 @@ def generator(gen_config: ml_collections.ConfigDict,
       embedding_dim=gen_config.embedding_dim,
       attention_resolution=gen_config.attention_resolution,
       output_channels=gen_config.channels,
-      spectral_norm=spectral_norm)
+      spectral_norm=spectral_norm, dtype=dtype)
   if module.resolution != gen_config.image_size:
     raise ValueError(
         f'teacher_generator.image_size={gen_config.image_size} does not match '
@@ -38,14 +54,15 @@ def generator(gen_config: ml_collections.ConfigDict,
   return module
 
 
-def encoder(gen_config: ml_collections.ConfigDict) -> bigbigan.Encoder:
+def encoder(gen_config: ml_collections.ConfigDict,
+            dtype: Any = jnp.float32) -> bigbigan.Encoder:
   """BigBiGAN's E: a pre-activation ResNet with a Gaussian head."""
   return bigbigan.Encoder(
       depth=gen_config.encoder_depth,
       width_multiplier=gen_config.encoder_width_multiplier,
       small_image_stem=gen_config.encoder_small_image_stem,
       latent_dim=gen_config.latent_dim,
-      head_hidden=tuple(gen_config.encoder_head_hidden))
+      head_hidden=tuple(gen_config.encoder_head_hidden), dtype=dtype)
 
 
 def discriminator(gen_config: ml_collections.ConfigDict
