@@ -360,10 +360,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """
   mesh = sharding.create_mesh()
   validate_config(config, mesh)
+  data = sources.load_data(config)  # Fails on bad data before any write.
   os.makedirs(workdir, exist_ok=True)
   run_guard.claim_workdir(workdir, config, overwrite,
                           write=jax.process_index() == 0)
-  data = sources.load_data(config)
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0)
   ctx = Context(config=config, workdir=workdir, data=data, mesh=mesh,
