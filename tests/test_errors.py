@@ -92,3 +92,17 @@ def test_unknown_method_fails_before_training(tmp_path):
   for method in train_steps.METHODS:
     assert method in str(error.value)
   assert not workdir.exists()
+
+
+@pytest.mark.parametrize('stage', ['teacher_labeler', 'teacher_generator'])
+def test_missing_teacher_checkpoint_names_the_field(tmp_path, stage):
+  config = conftest.tiny_config()
+  config.methods = ('tgt_random',)
+  missing = str(tmp_path / 'no_teacher_here')
+  config[stage].checkpoint = missing
+  if stage == 'teacher_generator':  # The labeler must exist to get there.
+    config.teacher_labeler.num_epochs = 0.01
+  with pytest.raises(ValueError, match=f'{stage}.checkpoint={missing} holds '
+                                       'no complete'):
+    train.train_and_evaluate(config, str(tmp_path / 'work'))
+  assert not os.path.exists(missing)  # Not created by the failed run.
