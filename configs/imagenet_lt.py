@@ -35,7 +35,7 @@ from tgt_jax import paper_scale
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
-  """ImageNet-LT at paper scale; `arg='smoke'` for the CPU smoke run."""
+  """ImageNet-LT at paper scale; `arg`: 'smoke' (CPU smoke run), 'fake_data'."""
   config = paper_scale.base_config()
   config.dataset.name = 'imagenet_lt'
   # 115,846 full-size JPEGs (~13 GB) are read from the TFDS files each
@@ -58,8 +58,5 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.exploration.step_size = 1.0  # [ours] eta, normalised steps.
   config.exploration.num_steps = 1  # [ours]
 
-  if arg == 'smoke':
-    paper_scale.shrink_to_smoke(config)
-  elif arg:
-    raise ValueError(f"Unknown config argument {arg!r}; use '' or 'smoke'.")
+  paper_scale.apply_variant(config, arg)  # '', 'smoke' or 'fake_data'.
   return config

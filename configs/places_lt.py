@@ -35,7 +35,7 @@ from tgt_jax import paper_scale
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
-  """Places-LT at paper scale; `arg='smoke'` for the CPU smoke run."""
+  """Places-LT at paper scale; `arg`: 'smoke' (CPU smoke run), 'fake_data'."""
   config = paper_scale.base_config()
   config.dataset.name = 'places_lt'
   # Filtering 1.8M places365 train records down to 62,500 is done once; the
@@ -58,8 +58,5 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.exploration.step_size = 1.0  # [ours] eta, normalised steps.
   config.exploration.num_steps = 1  # [ours]
 
-  if arg == 'smoke':
-    paper_scale.shrink_to_smoke(config)
-  elif arg:
-    raise ValueError(f"Unknown config argument {arg!r}; use '' or 'smoke'.")
+  paper_scale.apply_variant(config, arg)  # '', 'smoke' or 'fake_data'.
   return config

@@ -38,7 +38,7 @@ from tgt_jax import paper_scale
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
-  """SUN-LT at paper scale; `arg='smoke'` for the CPU smoke run."""
+  """SUN-LT at paper scale; `arg`: 'smoke' (CPU smoke run), 'fake_data'."""
   config = paper_scale.base_config()
   config.dataset.name = 'sun_lt'
   config.dataset.shuffle_buffer = 16_384  # More than the train split.
@@ -64,8 +64,5 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       paper_scale.linear_scaled_learning_rate(128))
   config.eval_batch_size = 256
 
-  if arg == 'smoke':
-    paper_scale.shrink_to_smoke(config)
-  elif arg:
-    raise ValueError(f"Unknown config argument {arg!r}; use '' or 'smoke'.")
+  paper_scale.apply_variant(config, arg)  # '', 'smoke' or 'fake_data'.
   return config

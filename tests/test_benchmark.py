@@ -39,3 +39,25 @@ def test_benchmark_json_shape():
   assert (methods['tgt_random+cached_latents']['flops'] <
           methods['tgt_random']['flops'])
   assert methods['tgt_random']['flops'] < methods['tgt_gradient@2']['flops']
+
+
+def test_input_only_benchmark_of_a_paper_config_with_fake_data():
+  """The paper pipeline's input rate (tf.data stream) alone, no steps."""
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  process = subprocess.run(
+      [sys.executable, '-m', 'tgt_jax.benchmark',
+       '--config=configs/places_lt.py:smoke', '--input_only'],
+      cwd=_REPO, env=env, capture_output=True, text=True, timeout=600,
+      check=True)
+  report = json.loads(process.stdout.strip().splitlines()[-1])
+  assert set(report) == {'device', 'input_images_per_s'}
+  assert report['input_images_per_s'] > 0
+
+
+def test_fake_data_variant_keeps_the_paper_models():
+  from configs import places_lt  # pylint: disable=g-import-not-at-top
+  paper, fake = places_lt.get_config(), places_lt.get_config('fake_data')
+  assert fake.dataset.name == 'fake'
+  assert fake.dataset.image_size == paper.dataset.image_size == 224
+  assert fake.student.to_dict() == paper.student.to_dict()
+  assert fake.teacher_generator.to_dict() == paper.teacher_generator.to_dict()

@@ -36,7 +36,7 @@ import numpy as np
 
 from tgt_jax import sharding
 from tgt_jax import train_steps
-from tgt_jax.data import pipeline
+from tgt_jax.data import sources
 from tgt_jax.models import build
 
 FLAGS = flags.FLAGS
@@ -46,6 +46,8 @@ flags.DEFINE_integer('steps', 30, 'Timed steps per method, after warm-up.')
 flags.DEFINE_integer('warmup_steps', 3, 'Untimed steps after compilation.')
 flags.DEFINE_list('gradient_steps', ['1', '2', '4'],
                   'Exploration steps of the extra tgt_gradient variants.')
+flags.DEFINE_bool('input_only', False,
+                  'Measure only the input pipeline (paper configs on CPU).')
 flags.DEFINE_bool('cached_latents', True,
                   'Also time tgt_random and tgt_gradient with E(x) cached '
                   '(exploration.cache_latents), i.e. no encoder pass.')
@@ -134,28 +136,45 @@ def benchmark_method(step: Callable, state, teachers, batches, rng,
           'flops': flops, 'compile_s': compile_s, 'peak_bytes': peak_bytes}
 
 
-def benchmark_input(images, labels, batch_size, mesh, max_shift,
-                    num_batches: int = 50) -> float:
-  """Images per second the in-memory pipeline delivers, placed on device."""
-  rows = sharding.local_slice(batch_size)
+def benchmark_input(data: sources.Data, batch_size: int, seed: int,
+                    max_shift: int, mesh, num_batches: int = 50) -> float:
+  """Images per second the train input delivers, placed on device.
+
+  The same `sources.train_batch_fn` training reads: in memory (gather and
+  shift) or a tf.data stream (decode, random-resized crop, flip, batch). The
+  first batch (stream start-up) is not timed.
+  """
+  batch_fn = sources.train_batch_fn(data, 'student', batch_size, seed,
+                                    max_shift)
+  batch = sharding.put_batch(batch_fn(0), mesh)
+  jax.block_until_ready(batch)
   start = time.perf_counter()
-  for i in range(num_batches):
-    batch = sharding.put_batch(
-        pipeline.train_batch(images, labels, batch_size, 0, i, max_shift,
-                             rows), mesh)
+  for i in range(1, num_batches + 1):
+    batch = sharding.put_batch(batch_fn(i), mesh)
   jax.block_until_ready(batch)
   return num_batches * batch_size / (time.perf_counter() - start)
 
 
 def run_benchmark(config, num_steps: int, warmup_steps: int,
-                  gradient_steps=(1, 2, 4),
-                  cached_latents: bool = True) -> dict[str, Any]:
-  """The benchmark of every method of `config`; returns the JSON object."""
+                  gradient_steps=(1, 2, 4), cached_latents: bool = True,
+                  input_only: bool = False) -> dict[str, Any]:
+  """The benchmark of every method of `config`; returns the JSON object.
+
+  `input_only`: measure the input pipeline alone (e.g. a paper config with
+  fake data on a CPU, where its steps would take minutes each).
+  """
   mesh = sharding.create_mesh()
   sharding.check_batch_size(config.batch_size, mesh)
-  data = pipeline.load_classification_data(config)
+  data = sources.load_data(config)
+  report = {
+      'device': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
+      'input_images_per_s': benchmark_input(
+          data, config.batch_size, config.seed, config.augment_max_shift,
+          mesh)}
+  if input_only:
+    return report
   num_classes = data.num_classes
-  channels = data.train_images.shape[-1]
+  channels = sources.image_channels(data)
   gen_cfg = config.teacher_generator
   rng_l, rng_g, rng_e, rng_s = jax.random.split(jax.random.PRNGKey(0), 4)
 
@@ -186,11 +205,9 @@ def run_benchmark(config, num_steps: int, warmup_steps: int,
   s = config.student.image_size
   replicated = sharding.replicated(mesh)
   rows = sharding.local_slice(config.batch_size)
-  images, labels = data.student_images, data.student_labels
-  batches = [sharding.put_batch(
-      pipeline.train_batch(images, labels, config.batch_size, config.seed, i,
-                           config.augment_max_shift, rows), mesh)
-             for i in range(4)]
+  batch_fn = sources.train_batch_fn(data, 'student', config.batch_size,
+                                    config.seed, config.augment_max_shift)
+  batches = [sharding.put_batch(batch_fn(i), mesh) for i in range(4)]
   rng = jax.random.PRNGKey(1)
   # Latents as the cache would give them: timing does not depend on values.
   latent_rows = np.random.default_rng(0).normal(
@@ -223,11 +240,7 @@ def run_benchmark(config, num_steps: int, warmup_steps: int,
     result['flops_fraction'] = result['flops'] / (
         result['step_ms'] / 1e3) / peak_flops
   return {
-      'device': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
-      'peak_flops': peak_flops,
-      'methods': results,
-      'input_images_per_s': benchmark_input(
-          images, labels, config.batch_size, mesh, config.augment_max_shift),
+      **report, 'peak_flops': peak_flops, 'methods': results,
       'process_peak_rss_bytes': resource.getrusage(
           resource.RUSAGE_SELF).ru_maxrss * 1024,
   }
@@ -235,6 +248,9 @@ def run_benchmark(config, num_steps: int, warmup_steps: int,
 
 def table(report: dict[str, Any]) -> str:
   """A plain-text table of the report, with the cost ratios against kd."""
+  if 'methods' not in report:
+    return (f'device: {report["device"]}; input pipeline '
+            f'{report["input_images_per_s"]:.0f} images/s')
   lines = [f'device: {report["device"]}; peak {report["peak_flops"]:.3g} '
            f'FLOP/s; input pipeline {report["input_images_per_s"]:.0f} '
            'images/s',
@@ -259,7 +275,7 @@ def main(argv):
   del argv
   report = run_benchmark(FLAGS.config, FLAGS.steps, FLAGS.warmup_steps,
                          tuple(int(k) for k in FLAGS.gradient_steps),
-                         FLAGS.cached_latents)
+                         FLAGS.cached_latents, FLAGS.input_only)
   print(table(report))
   sys.stdout.flush()
   print(json.dumps(report))

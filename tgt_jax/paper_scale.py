@@ -193,6 +193,40 @@ def base_config() -> ml_collections.ConfigDict:
   return config
 
 
+VARIANTS = ('', 'smoke', 'fake_data')
+
+
+def apply_variant(config: ml_collections.ConfigDict, arg: str) -> None:
+  """A paper config's `:<arg>`: '' as is, 'smoke' or 'fake_data'."""
+  if arg == 'smoke':
+    shrink_to_smoke(config)
+  elif arg == 'fake_data':
+    use_fake_data(config)
+  elif arg:
+    raise ValueError(f'Unknown config argument {arg!r}; use one of '
+                     f'{VARIANTS}.')
+
+
+def use_fake_data(config: ml_collections.ConfigDict) -> None:
+  """Full-size models and input pipeline on random data: nothing to download.
+
+  For the input benchmark (`python -m tgt_jax.benchmark --input_only`) and
+  for timing steps at paper scale. The images are raw uint8 256x320 (no
+  JPEG decode; a real TFDS pipeline decodes too); crop, resize, flip and
+  batching are the real ones. [ours] 100 classes of up to 16 images keep
+  them under 250 MB.
+  """
+  config.dataset.name = 'fake'
+  config.dataset.cache = ''
+  config.dataset.shuffle_buffer = 1024
+  config.dataset.fake_num_classes = 100
+  config.dataset.fake_max_count = 16
+  config.dataset.fake_imbalance_factor = 8.0
+  config.dataset.fake_test_per_class = 2
+  config.dataset.fake_source_size = 256
+  config.dataset.fake_seed = 0
+
+
 def shrink_to_smoke(config: ml_collections.ConfigDict) -> None:
   """Same code paths, fake data, tiny models, a couple of steps (CPU)."""
   config.dataset.name = 'fake'

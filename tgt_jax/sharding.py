@@ -37,7 +37,8 @@ def check_batch_size(batch_size: int, mesh: Mesh, what: str = 'batch_size'):
     raise ValueError(
         f'{what}={batch_size} is not divisible by the number of devices '
         f'({num_devices}). Set --config.{what} to a multiple of '
-        f'{num_devices}, e.g. {max(1, batch_size // num_devices) * num_devices}.')
+        f'{num_devices}, e.g. '
+        f'{max(1, batch_size // num_devices) * num_devices}.')
   if batch_size % jax.process_count():
     raise ValueError(
         f'{what}={batch_size} is not divisible by the number of processes '

@@ -63,7 +63,8 @@ def run(*, name: str, directory: str, state: Any,
     # Non-finite parameters keep the loss non-finite, so checking the loss
     # before every save guarantees no saved checkpoint is poisoned.
     if done % log_every == 0 or save_now:
-      scalars = {k: float(np.mean(v)) for k, v in jax.device_get(metrics).items()}
+      scalars = {k: float(np.mean(v))
+                 for k, v in jax.device_get(metrics).items()}
       if not math.isfinite(scalars['loss']):
         manager.wait_until_finished()
         manager.close()

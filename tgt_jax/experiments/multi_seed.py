@@ -5,8 +5,9 @@
 
 Seed s trains every student in WORKDIR/seed_<s>. The teachers are trained
 once, by the first seed, or taken from `--teacher_dir`, and reused by the
-others (their checkpoints), as a pretrained teacher would be: the spread then measures the students' seeds
-(initialisation, data order, exploration noise), not the teachers'. Writes
+others (their checkpoints), as a pretrained teacher would be: the spread
+then measures the students' seeds (initialisation, data order, exploration
+noise), not the teachers'. Writes
 WORKDIR/summary.json ({model: {metric: {mean, std, values}}}) and
 WORKDIR/summary.md.
 """

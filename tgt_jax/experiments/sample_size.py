@@ -87,7 +87,8 @@ def effective_multiplier(sizes: Sequence[float],
   if i == 0 or curve[i] == curve[i - 1]:
     return float(sizes[i]), '='
   frac = (target - curve[i - 1]) / (curve[i] - curve[i - 1])
-  log_n = np.log(sizes[i - 1]) + frac * (np.log(sizes[i]) - np.log(sizes[i - 1]))
+  low, high = np.log(sizes[i - 1]), np.log(sizes[i])
+  log_n = low + frac * (high - low)
   return float(np.exp(log_n)), '='
 
 
