@@ -93,6 +93,8 @@ def test_pipeline_keeps_results_of_other_methods_and_refuses_changes(tmp_path):
   config stops before compute and leaves every file as it was."""
   workdir = str(tmp_path)
   config = tiny_config()
+  config.teacher_labeler.num_epochs = 0.1  # 18 steps: the files matter here.
+  config.num_epochs = 0.5
   config.methods = ('onehot',)
   train.train_and_evaluate(config, workdir)
 
@@ -103,8 +105,7 @@ def test_pipeline_keeps_results_of_other_methods_and_refuses_changes(tmp_path):
     assert set(json.load(f)) == set(results)
 
   before = _snapshot(workdir)
-  changed = tiny_config()
-  changed.methods = ('kd',)
+  changed = config.copy_and_resolve_references()
   changed.distill.temperature = 4.0
   with pytest.raises(run_guard.ConfigMismatchError,
                      match='distill.temperature: 1.0 -> 4.0'):
