@@ -115,6 +115,7 @@ def plot(summary, path: str) -> None:
     if sweep != 'sigma':  # sigma includes 0: keep it linear.
       ax.set_xscale('log', base=2)
       ax.set_xticks(x, [f'{v:g}' for v in x])
+      ax.minorticks_off()
     ax.set_xlabel(f'exploration.{spec["field"]}')
     ax.set_ylabel('test accuracy (%)')
     ax.set_title(spec['method'])

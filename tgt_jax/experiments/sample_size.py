@@ -159,6 +159,7 @@ def plot(summary, sizes, methods, path: str) -> None:
     ax.fill_between(sizes, mean - std, mean + std, alpha=0.2)
   ax.set_xscale('log')
   ax.set_xticks(sizes, [str(n) for n in sizes])
+  ax.minorticks_off()
   ax.set_xlabel('real training images (balanced)')
   ax.set_ylabel('overall test accuracy (%)')
   ax.set_title('Accuracy against real sample size')
