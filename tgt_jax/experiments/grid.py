@@ -133,7 +133,7 @@ def header(title: str, info: Mapping[str, str]) -> str:
   """The Markdown lines that open every experiment's table."""
   return (f'## {title}\n\n'
           f'Command: `{info["command"]}`  \n'
-          f'Ran: {info["date"]} on {info["machine"]}.\n\n')
+          f'Ran: {info["date"]} on {info["machine"]}.\n')
 
 
 def write_outputs(workdir: str, name: str, payload: Mapping[str, Any],
