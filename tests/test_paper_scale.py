@@ -455,6 +455,13 @@ def test_labeler_checkpoint_that_does_not_fit_is_refused(tmp_path,
   config.teacher_labeler.checkpoint = str(tmp_path / 'teacher_labeler')
   train.teacher_labeler_stage(ctx)  # Complete and fitting: restored.
   config.teacher_labeler.width_multiplier = 1 / 8
+  # The stage's recorded config names the field; without that record the
+  # restore itself refuses (tests/test_checkpointing.py).
+  with pytest.raises(ValueError,
+                     match=r'teacher_labeler\.width_multiplier: 0\.0625 -> '
+                           r'0\.125'):
+    train.teacher_labeler_stage(ctx)
+  os.remove(str(tmp_path / 'teacher_labeler' / 'config.json'))
   with pytest.raises(ValueError, match='fits this config'):
     train.teacher_labeler_stage(ctx)
 
