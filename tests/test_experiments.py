@@ -172,5 +172,6 @@ def test_results_doc_verdicts_follow_the_numbers(tmp_path):
           'few +10.0 pts vs onehot (holds)') in text
   assert 'if100, tgt_gradient: overall +0.0 pts vs onehot (does not hold); '\
       'few +0.5 pts vs onehot (does not hold)' in text
-  assert 'vs kd: holds at [130], does not hold at [1340] images.' in text
+  assert ('vs kd: holds at [130], does not hold at [1340] images '
+          '(multiplier 2.00x at 130, 0.80x at 1340).') in text
   assert 'Not run yet' in text  # The sweeps and the ablation.

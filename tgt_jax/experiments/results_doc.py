@@ -86,7 +86,10 @@ def sample_size_verdict(result: Mapping[str, Any]) -> list[str]:
             if not failed else
             f'holds at {held or "no size"}, does not hold at {failed} '
             'images')
-    lines.append(f'- vs {baseline}: {text}.')
+    values = ', '.join(
+        f'{"" if r["relation"] == "=" else r["relation"]}'
+        f'{r["multiplier"]:.2f}x at {r["n"]}' for r in rows)
+    lines.append(f'- vs {baseline}: {text} (multiplier {values}).')
   return lines
 
 
