@@ -95,8 +95,10 @@ def sample_size_verdict(result: Mapping[str, Any]) -> list[str]:
 
 def sweep_verdict(result: Mapping[str, Any]) -> list[str]:
   """No claim of the paper: which value did best, from the runs."""
-  lines = ['The paper states no sweep result that we know of; the best '
-           'value of each knob here (mean overall accuracy):', '']
+  lines = ['The paper states no sweep result that we know of. The best '
+           'value of each knob here (mean overall accuracy; measured on the '
+           'test split, so picking it would tune on test data: the demo '
+           'keeps the values it was given before any run):', '']
   for spec in result['summary'].values():
     means = [s['overall']['mean'] for s in spec['stats']]
     best = max(range(len(means)), key=means.__getitem__)
