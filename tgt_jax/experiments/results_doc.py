@@ -38,7 +38,7 @@ claim that holds or fails here says nothing certain about paper scale.
 
 Every run restores the teachers of one demo run, made first with
 `python main.py --config=configs/digits_lt.py --workdir=workdirs/digits_lt`
-(8 min 33 s on the same machine), and passed as
+on the same machine, and passed as
 `--teacher_dir=workdirs/digits_lt`: the spread over seeds is the students'.
 """
 
