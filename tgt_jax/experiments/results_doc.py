@@ -43,14 +43,16 @@ on the same machine, and passed as
 """
 
 
-def _pp(delta: float) -> str:
-  """A difference of accuracies, in percentage points with a sign."""
-  return f'{100 * delta:+.1f}'
+def _compare(a: Mapping[str, Any], b: Mapping[str, Any], label: str) -> str:
+  """'+1.2 pts vs <label> (holds)': a's mean minus b's, and the RULE's call.
 
-
-def _beats(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-  """Mean of a above mean of b by more than the larger of their stds."""
-  return a['mean'] - b['mean'] > max(a['std'], b['std'])
+  It holds when a's mean is above b's by more than the larger of their
+  standard deviations.
+  """
+  delta = a['mean'] - b['mean']
+  held = delta > max(a['std'], b['std'])
+  return (f'{100 * delta:+.1f} pts vs {label} '
+          f'({"holds" if held else "does not hold"})')
 
 
 RULE = ('A difference counts as holding when the means differ by more than '
@@ -69,10 +71,8 @@ def long_tail_verdict(result: Mapping[str, Any]) -> list[str]:
       parts = []
       for baseline in ('onehot', 'kd'):
         for metric in ('overall', 'few'):
-          delta = tgt[metric]['mean'] - models[baseline][metric]['mean']
-          held = _beats(tgt[metric], models[baseline][metric])
-          parts.append(f'{metric} {_pp(delta)} pts vs {baseline} '
-                       f'({"holds" if held else "does not hold"})')
+          parts.append(f'{metric} ' + _compare(
+              tgt[metric], models[baseline][metric], baseline))
       lines.append(f'- {setting}, {method}: ' + '; '.join(parts) + '.')
   return lines
 
@@ -130,10 +130,8 @@ def embedding_verdict(result: Mapping[str, Any]) -> list[str]:
     for other in ('none', 'raw', 'random_projection'):
       key = method if other == 'none' else f'{method}+emb_{other}'
       if key in summary:
-        delta = compressed['overall']['mean'] - summary[key]['overall']['mean']
-        held = _beats(compressed['overall'], summary[key]['overall'])
-        parts.append(f'{_pp(delta)} pts vs {other} '
-                     f'({"holds" if held else "does not hold"})')
+        parts.append(_compare(compressed['overall'], summary[key]['overall'],
+                              other))
     lines.append(f'- {method}, compressed, overall: ' + '; '.join(parts) + '.')
   return lines
 
