@@ -1,4 +1,5 @@
-"""A PNG grid of what the teachers make: real, reconstructed, explored."""
+"""PNG figures: the sample grid of what the teachers make, and saving any
+figure the experiments draw."""
 
 from typing import Mapping, Sequence
 
@@ -35,6 +36,11 @@ def save_sample_grid(path: str, rows: Mapping[str, np.ndarray],
     axes[r, 0].text(-0.15, 0.5, name, transform=axes[r, 0].transAxes,
                     ha='right', va='center', fontsize=8)
   fig.suptitle('Titles: the teacher labeler\'s label', fontsize=9)
+  save_figure(fig, path, dpi=100)
+
+
+def save_figure(fig, path: str, dpi: int = 120) -> None:
+  """Lays out `fig`, writes it to `path` (PNG) and frees it."""
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  fig.savefig(path, dpi=dpi)
   plt.close(fig)

@@ -19,15 +19,14 @@ from typing import Any, Mapping, Sequence
 
 from absl import app
 from absl import flags
-import matplotlib
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-import numpy as np  # pylint: disable=g-import-not-at-top
+import matplotlib.pyplot as plt
+import numpy as np
 
-from configs import digits_lt  # pylint: disable=g-import-not-at-top
-from tgt_jax import train  # pylint: disable=g-import-not-at-top
-from tgt_jax.experiments import grid  # pylint: disable=g-import-not-at-top
-from tgt_jax.experiments import seed_stats  # pylint: disable=g-import-not-at-top
+from configs import digits_lt
+from tgt_jax import train
+from tgt_jax import visualize
+from tgt_jax.experiments import grid
+from tgt_jax.experiments import seed_stats
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('sigmas', ['0', '0.25', '0.5', '1', '2'],
@@ -121,9 +120,7 @@ def plot(summary, path: str) -> None:
     ax.set_title(spec['method'])
     ax.grid(alpha=0.3)
     ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  visualize.save_figure(fig, path)
 
 
 def main(argv):

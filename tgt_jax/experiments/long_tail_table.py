@@ -23,16 +23,15 @@ from typing import Any, Mapping, Sequence
 
 from absl import app
 from absl import flags
-import matplotlib
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-import numpy as np  # pylint: disable=g-import-not-at-top
+import matplotlib.pyplot as plt
+import numpy as np
 
-from configs import digits_lt  # pylint: disable=g-import-not-at-top
-from tgt_jax import train  # pylint: disable=g-import-not-at-top
-from tgt_jax.data import long_tail  # pylint: disable=g-import-not-at-top
-from tgt_jax.experiments import grid  # pylint: disable=g-import-not-at-top
-from tgt_jax.experiments import seed_stats  # pylint: disable=g-import-not-at-top
+from configs import digits_lt
+from tgt_jax import train
+from tgt_jax import visualize
+from tgt_jax.data import long_tail
+from tgt_jax.experiments import grid
+from tgt_jax.experiments import seed_stats
 
 FLAGS = flags.FLAGS
 
@@ -96,9 +95,7 @@ def plot(summary: Mapping[str, Any], path: str) -> None:
     ax.set_title(f'{setting} (imbalance factor {SETTINGS[setting]:g})')
     ax.set_ylim(0, 100)
   axes[0][0].legend(loc='lower left', fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  visualize.save_figure(fig, path)
 
 
 def digits_lt_counts(config) -> list[int]:

@@ -25,14 +25,13 @@ from typing import Any, Mapping, Sequence
 
 from absl import app
 from absl import flags
-import matplotlib
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-import numpy as np  # pylint: disable=g-import-not-at-top
+import matplotlib.pyplot as plt
+import numpy as np
 
-from configs import digits_lt  # pylint: disable=g-import-not-at-top
-from tgt_jax import train  # pylint: disable=g-import-not-at-top
-from tgt_jax.experiments import grid  # pylint: disable=g-import-not-at-top
+from configs import digits_lt
+from tgt_jax import train
+from tgt_jax import visualize
+from tgt_jax.experiments import grid
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('per_class', ['13', '34', '67', '134'],
@@ -165,9 +164,7 @@ def plot(summary, sizes, methods, path: str) -> None:
   ax.set_title('Accuracy against real sample size')
   ax.legend()
   ax.grid(alpha=0.3)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  visualize.save_figure(fig, path)
 
 
 def main(argv):
