@@ -227,6 +227,9 @@ def test_latent_cache_is_exact_or_off(tiny_teachers, monkeypatch):
                              'kd') is None
   cache = train._latent_cache(ctx, tiny.models, tiny.teachers,  # pylint: disable=protected-access
                               'tgt_gradient')
+  # Computed once per run: the next TGT student gets the same array.
+  assert train._latent_cache(ctx, tiny.models, tiny.teachers,  # pylint: disable=protected-access
+                             'tgt_random')['latent'] is cache['latent']
   images = data.student_images
   assert cache['latent'].shape == (
       len(images), config.teacher_generator.latent_dim)

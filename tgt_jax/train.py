@@ -93,6 +93,9 @@ class Context:
   mesh: Any
   writer: metric_writers.MetricWriter
   overwrite: bool = False  # Move aside what a different config wrote.
+  # E(x) of the student images: the teachers are fixed for the run, so
+  # `_latent_cache` encodes them once and every TGT student reuses it.
+  student_latents: Any = None
 
 
 def _num_train_steps(ctx: Context, subset: str,
@@ -186,15 +189,17 @@ def _latent_cache(ctx: Context, models: train_steps.StepModels,
     raise ValueError("exploration.cache_latents='always' needs in-memory data "
                      "(digits, image folders); use 'auto' or 'never'.")
 
-  @jax.jit
-  def encode(images):
-    return models.encode(teachers, image_ops.uint8_to_unit(images))
+  if ctx.student_latents is None:
 
-  latents = evaluation.batched_apply(encode, ctx.data.student_images,
-                                     ctx.config.eval_batch_size, ctx.mesh)
-  logging.info('Cached E(x) of the %d student images (%s).', len(latents),
-               mode)
-  return {'latent': latents}
+    @jax.jit
+    def encode(images):
+      return models.encode(teachers, image_ops.uint8_to_unit(images))
+
+    ctx.student_latents = evaluation.batched_apply(
+        encode, ctx.data.student_images, ctx.config.eval_batch_size, ctx.mesh)
+    logging.info('Cached E(x) of the %d student images (%s).',
+                 len(ctx.student_latents), mode)
+  return {'latent': ctx.student_latents}
 
 
 def _claim_stage(ctx: Context, directory: str, fingerprint: dict,
