@@ -25,6 +25,20 @@ from tgt_jax.models import build  # pylint: disable=g-import-not-at-top
 
 NUM_CLASSES = 10
 TINY_BATCH_SIZE = 8
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def subprocess_env(**variables: str) -> dict[str, str]:
+  """The environment of a test's subprocess (main.py, a helper script).
+
+  CPU JAX, the repository and tests/ importable (for conftest and the
+  tests' config files), plus `variables`.
+  """
+  env = dict(os.environ, JAX_PLATFORMS='cpu', **variables)
+  env['PYTHONPATH'] = os.pathsep.join(
+      [REPO, os.path.join(REPO, 'tests')] +
+      ([env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
+  return env
 
 
 def tiny_config() -> ml_collections.ConfigDict:

@@ -22,7 +22,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import conftest
+
+_REPO = conftest.REPO
 _CONFIG = os.path.join(_REPO, 'tests', 'tiny_pipeline_config.py')
 _STAGES = ('teacher_labeler', 'teacher_generator', 'students/tgt_gradient')
 _STEP_LINE = re.compile(r'\[([\w+]+)\] step (\d+)/(\d+)')
@@ -32,15 +34,11 @@ def _env(cache_dir):
   # The persistent compilation cache lets the reruns load what the first run
   # compiled (the same executables, so results are unchanged): the test
   # then costs about one compile of the pipeline instead of five.
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
-             JAX_COMPILATION_CACHE_DIR=cache_dir,
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='-1',
-             JAX_DISABLE_MOST_OPTIMIZATIONS='1')
-  env['PYTHONPATH'] = os.pathsep.join(
-      [_REPO, os.path.join(_REPO, 'tests')] +
-      ([env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
-  return env
+  return conftest.subprocess_env(
+      JAX_COMPILATION_CACHE_DIR=cache_dir,
+      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='-1',
+      JAX_DISABLE_MOST_OPTIMIZATIONS='1')
 
 
 def _main(workdir, cache_dir, kill_at=None):

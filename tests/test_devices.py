@@ -18,11 +18,11 @@ import sys
 import numpy as np
 import pytest
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_TESTS = os.path.join(_REPO, 'tests')
-_SCRIPT = os.path.join(_TESTS, 'step_equivalence.py')
-sys.path.insert(0, _TESTS)
-from step_equivalence import METHODS  # pylint: disable=g-import-not-at-top
+import conftest
+from step_equivalence import METHODS
+
+_REPO = conftest.REPO
+_SCRIPT = os.path.join(_REPO, 'tests', 'step_equivalence.py')
 
 # Float32 reductions (BatchNorm statistics, the loss mean, gradients) are
 # summed in a different order when split over devices, so the two runs agree
@@ -43,14 +43,9 @@ UPDATE_ATOL = 1e-6
 
 
 def _env(devices_per_process):
-  env = dict(os.environ)
-  env['XLA_FLAGS'] = (
-      env.get('XLA_FLAGS', '') +
-      f' --xla_force_host_platform_device_count={devices_per_process}').strip()
-  env['JAX_PLATFORMS'] = 'cpu'
-  env['PYTHONPATH'] = os.pathsep.join(
-      [_REPO, _TESTS] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
-  return env
+  return conftest.subprocess_env(XLA_FLAGS=(
+      os.environ.get('XLA_FLAGS', '') +
+      f' --xla_force_host_platform_device_count={devices_per_process}').strip())
 
 
 def _load(out_dir):
