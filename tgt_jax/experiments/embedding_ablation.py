@@ -94,13 +94,7 @@ def aggregate(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, dict]:
     if missing:
       raise ValueError(f'seed {seed} has no results for {missing}; rerun the '
                        'ablation with the same flags to finish it.')
-  summary = {}
-  for name in names:
-    summary[name] = {}
-    for metric in METRICS:
-      summary[name][metric] = seed_stats.metric_stats(
-          [results[name][metric] for _, results in runs])
-  return summary
+  return {name: grid.model_stats(per_seed, name) for name in names}
 
 
 def _method_and_mode(name: str) -> tuple[str, str]:

@@ -45,8 +45,7 @@ def summarize(per_seed: Mapping[int, Mapping[str, Any]]) -> dict:
   summary = {}
   for name, report in runs[0].items():
     if isinstance(report, Mapping):
-      summary[name] = {m: seed_stats.metric_stats([r[name][m] for r in runs])
-                       for m in METRICS}
+      summary[name] = grid.model_stats(per_seed, name)
     else:
       summary[name] = seed_stats.metric_stats([r[name] for r in runs])
   return summary
