@@ -21,6 +21,7 @@ from ml_collections import config_flags
 
 from tgt_jax import run_guard
 from tgt_jax import train
+from tgt_jax.data import dataset
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -91,7 +92,9 @@ def main(argv):
                jax.process_count(), jax.devices())
   try:
     train.train_and_evaluate(FLAGS.config, workdir, overwrite=FLAGS.overwrite)
-  except run_guard.ConfigMismatchError as error:
+  except (train.ConfigError, run_guard.ConfigMismatchError,
+          dataset.DataUnavailableError) as error:
+    # What the user must fix, without a traceback; nothing was overwritten.
     sys.exit(f'FATAL: {error}')
 
 

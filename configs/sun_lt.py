@@ -1,15 +1,20 @@
 r"""TGT on SUN-LT (Samuel et al. 2020, DRAGON): the paper's Section 4.1.
 
 Command (from the repository root; after building the split and converting
-the teacher as in docs/paper_scale.md):
+the teachers as in docs/paper_scale.md, including `--verify_with_hub`):
 
   python main.py --config=configs/sun_lt.py --workdir=workdirs/sun_lt \
       --config.dataset.data_dir=SUN_IMAGES_DIR \
       --config.dataset.split_dir=SUN_LT_SPLIT_DIR \
-      --config.teacher_generator.pretrained_checkpoint=BIGBIGAN_DIR
+      --config.teacher_generator.pretrained_checkpoint=BIGBIGAN_DIR \
+      --config.teacher_labeler.init_checkpoint=KERAS_RESNET152_DIR
 
-`configs/sun_lt.py:smoke` runs the same code paths on fake data, tiny models
-and a few steps on a CPU (tests; about a minute).
+Arguments (`configs/sun_lt.py:<arg>`, comma-separated):
+  labeler=keras_resnet152  (default) Keras's ImageNet ResNet-152 fine-tuned
+                           on SUN-LT train [ours, as for Places-LT]; or
+                           keras_resnet50 / keras_resnet101, or scratch.
+  smoke                    fake data, tiny models, a few steps (CPU).
+  fake_data                full-size models on random images (timing).
 
 Data: the SUN Attribute images (717 classes) with DRAGON's long-tail split,
 exported from DRAGON's own code by `tgt_jax/data/export_dragon_split.py`; no
@@ -21,11 +26,13 @@ on the data], so with the OLTR thresholds all classes are 'few': only
 Xian's seen classes, few-shot = unseen) is written by the exporter to
 SUN_LT_dragon_groups.json for reference.
 
+Models: a ResNet-18 student at 224 [ours: compact], the labeler above, the
+converted BigBiGAN ResNet-50 teacher generator [paper].
+
 Expected hardware and run time [ours, an estimate, not measured]: one GPU.
 The split has a few thousand train images, so each stage is minutes to an
-hour; all four methods in a few hours. Expected result: the paper reports
-TGT above the one-hot and distillation baselines on SUN-LT; its numbers were
-not available to us.
+hour. Expected result: the paper reports TGT above the one-hot and
+distillation baselines on SUN-LT; its numbers were not available to us.
 
 Every Table 6 row below carries its source: [paper] stated in the TGT paper,
 [ext] another primary source, [ours] our choice (the paper's Table 6 values
@@ -34,13 +41,12 @@ were not available to us).
 
 import ml_collections
 
-from tgt_jax import paper_scale
+from tgt_jax import config_lib
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
-  """SUN-LT at paper scale; `arg`: 'smoke' (CPU smoke run), 'fake_data'."""
-  config = paper_scale.base_config()
-  config.dataset.name = 'sun_lt'
+  config = config_lib.base_config()
+  config_lib.paper_scale(config, 'sun_lt')
   config.dataset.shuffle_buffer = 16_384  # More than the train split.
 
   # ---- Table 6 rows ----
@@ -49,9 +55,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.schedule = 'cosine'  # [ours] linear warm-up, cosine decay.
   config.warmup_epochs = 5  # [ours]
   config.batch_size = 128  # [ours] real images per step (global).
-  config.peak_learning_rate = paper_scale.linear_scaled_learning_rate(
+  config.peak_learning_rate = config_lib.linear_scaled_learning_rate(
       config.batch_size)  # [ours] 0.1 x batch / 256.
-  config.teacher_labeler.image_size = 224  # [ours] ResNet-50's usual size.
+  config.teacher_labeler.image_size = 224  # [ours] ResNet's usual size.
   config.teacher_generator.image_size = 128  # [ext] BigBiGAN's G output.
   config.student.image_size = 224  # [ours]
   config.exploration.sigma = 0.5  # [ours] within the 0.1..1.0 we would sweep.
@@ -59,10 +65,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.exploration.num_steps = 1  # [ours]
 
   config.teacher_labeler.num_epochs = 200  # [ours] as the student.
-  config.teacher_labeler.batch_size = 128
+  config.teacher_labeler.batch_size = 128  # [ours] as the student.
   config.teacher_labeler.peak_learning_rate = (
-      paper_scale.linear_scaled_learning_rate(128))
+      config_lib.linear_scaled_learning_rate(128))
   config.eval_batch_size = 256
 
-  paper_scale.apply_variant(config, arg)  # '', 'smoke' or 'fake_data'.
+  config_lib.paper_variant(config, arg, default_labeler='keras_resnet152')
   return config

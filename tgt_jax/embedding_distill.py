@@ -1,16 +1,15 @@
-"""Embedding distillation: the labeler's embedding guides the student's features.
+"""Embedding distillation: a teacher embedding guides the student's features.
 
 Ding & Lerch, "Embedding Compression for Teacher-to-Student Knowledge
 Transfer" (2024), on top of their EAsT ("Audio Embeddings as Teachers", 2023).
-The frozen labeler's pooled pre-logit embedding e guides the student's pooled
-pre-logit features f (the ResNet's embedding output: its last feature stage,
-pooled, before the classifier) through a relational distance D:
+A frozen teacher embedding e (the labeler's pooled pre-logit features) guides
+the student's pooled pre-logit features f through a relational distance D.
+It is a loss term added to any method's objective (train_steps.py):
 
-    student loss = (1 - w) * task loss + w * D(f, stop_gradient(t(e)))
+    loss = (1 - w) * task loss + w * D(f, stop_gradient(t(e)))
 
-where t depends on `config.embedding_distill.mode`:
+where t depends on `embedding_distill.mode`:
 
-- 'none': no embedding term; the methods train as in train_steps.
 - 'raw' (EAsT): t(e) = e.
 - 'compressed' (Ding & Lerch): t = g, a trainable Dense to d_c. A head h
   (Dense to the classes) on g(e) gives the teacher loss: cross-entropy
@@ -22,24 +21,21 @@ where t depends on `config.embedding_distill.mode`:
   i.e. g at initialisation and never trained: compression without the
   teacher loss.
 
-The task loss is whatever the wrapped method (onehot, kd, tgt_*) minimises.
-[ours] One D covers every image of the step's one student pass, real and (for
+[ours] One D covers every image of the step's student pass, real and (for
 TGT) generated together, so the relations between real and generated images
 count too. D is relational, so it depends on the batch: it is computed over
 the global batch (under jit with a sharded batch, a plain implementation
 sees all rows), never per device.
 
-Everything g/h (and the optional student projection of 'projected_mse')
-carries lives in `TrainState.aux` as an `EmbeddingDistillState`, so orbax
-checkpoints hold it and a resumed run continues exactly.
+The term's state (g and h, their optimiser state) lives in the student's
+`TrainState.terms`, so checkpoints hold it and a resumed run continues
+exactly.
 """
 
 import dataclasses
-import functools
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from absl import logging
-from flax import struct
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -47,13 +43,13 @@ import ml_collections
 import numpy as np
 import optax
 
-from tgt_jax import exploration
 from tgt_jax import image_ops
 from tgt_jax import losses
-from tgt_jax import train_steps
+from tgt_jax import methods
+from tgt_jax import teachers as teachers_lib
 
 MODES = ('none', 'raw', 'compressed', 'random_projection')
-DISTANCES = ('distance_correlation', 'cosine_gram', 'projected_mse')
+DISTANCES = ('distance_correlation', 'cosine_gram')
 
 # [paper] EAsT's epsilons: inside the square root of the squared distances
 # (a finite gradient at zero distance) and in dCor's denominator.
@@ -114,27 +110,10 @@ def cosine_gram_loss(features: jax.Array, targets: jax.Array) -> jax.Array:
                           _cosine_gram(targets.astype(jnp.float32))))
 
 
-def projected_mse_loss(projected_features: jax.Array,
-                       targets: jax.Array) -> jax.Array:
-  """Mean squared error; the caller projects the student to the target size.
-
-  The ablation of the dimension-agnostic distances: it needs a trainable
-  student projection (`EmbeddingDistillState.projection`).
-  """
-  return jnp.mean(jnp.square(projected_features.astype(jnp.float32) -
-                             targets.astype(jnp.float32)))
-
-
 DISTANCE_FUNCTIONS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
     'distance_correlation': distance_correlation_loss,
     'cosine_gram': cosine_gram_loss,
-    'projected_mse': projected_mse_loss,
 }
-
-
-# ---------------------------------------------------------------------------
-# The teacher transformation g, its head h and the teacher loss.
-# ---------------------------------------------------------------------------
 
 
 class TeacherTransformation(nn.Module):
@@ -155,83 +134,6 @@ class TeacherTransformation(nn.Module):
     return compressed, self.head(compressed)
 
 
-class _StudentProjection(nn.Module):
-  """A linear map of the student's features to the target size (MSE only)."""
-  features: int
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return nn.Dense(self.features, name='projection')(x)
-
-
-class EmbeddingDistillState(struct.PyTreeNode):
-  """What embedding distillation trains or keeps beside the student.
-
-  Attributes:
-    transformation: TeacherTransformation parameters ('compressed'), only
-      g's ('random_projection', fixed), or None ('raw').
-    transformation_opt_state: Adam state of g and h ('compressed'), else None.
-    projection: the student-side projection ('projected_mse'), else None.
-    projection_opt_state: its optimiser state (the student's optimiser).
-  """
-  transformation: Any = None
-  transformation_opt_state: Any = None
-  projection: Any = None
-  projection_opt_state: Any = None
-
-
-def mode_of(config: ml_collections.ConfigDict) -> str:
-  """The config's mode; 'none' for configs without the section."""
-  section = config.get('embedding_distill')
-  return 'none' if section is None else section.mode
-
-
-def result_key(method: str, mode: str) -> str:
-  """'kd' for mode 'none', else e.g. 'kd+emb_compressed' (results.json key)."""
-  return method if mode == 'none' else f'{method}+emb_{mode}'
-
-
-def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Fails before any compute on what `config.embedding_distill` cannot mean."""
-  mode = mode_of(config)
-  if mode not in MODES:
-    raise ValueError(f'Unknown embedding_distill.mode {mode!r}; choose from '
-                     f'{MODES}.')
-  if mode == 'none':
-    return
-  cfg = config.embedding_distill
-  if cfg.distance not in DISTANCES:
-    raise ValueError(f'Unknown embedding_distill.distance {cfg.distance!r}; '
-                     f'choose from {DISTANCES}.')
-  if not 0.0 <= cfg.weight <= 1.0:
-    raise ValueError(f'embedding_distill.weight={cfg.weight} must lie in '
-                     '[0, 1]: the loss is (1 - w) * task + w * distance.')
-  if cfg.compressed_dim < 1:
-    raise ValueError('embedding_distill.compressed_dim must be positive, got '
-                     f'{cfg.compressed_dim}.')
-  if cfg.pretrain_steps < 0:
-    raise ValueError('embedding_distill.pretrain_steps must be >= 0 (0 trains '
-                     f'g jointly), got {cfg.pretrain_steps}.')
-
-
-def _transformation_module(config, num_classes: int) -> TeacherTransformation:
-  return TeacherTransformation(
-      compressed_dim=config.embedding_distill.compressed_dim,
-      num_classes=num_classes)
-
-
-def _teacher_optimizer(config) -> optax.GradientTransformation:
-  # [ours] Adam at a constant rate: g and h are a linear probe, small next to
-  # the student, and need no schedule.
-  return optax.adam(config.embedding_distill.teacher_learning_rate)
-
-
-def trains_transformation_jointly(config) -> bool:
-  """g and h update in every student step ('compressed', no pre-training)."""
-  cfg = config.embedding_distill
-  return cfg.mode == 'compressed' and cfg.pretrain_steps == 0
-
-
 def embedding_target(mode: str, transformation_params,
                      teacher_embedding: jax.Array) -> jax.Array:
   """stop_gradient(t(e)): what the student's features are matched to.
@@ -248,15 +150,6 @@ def embedding_target(mode: str, transformation_params,
   return jax.lax.stop_gradient(target)
 
 
-def teacher_loss(transformation_params, module: TeacherTransformation,
-                 teacher_embedding: jax.Array,
-                 target_probs: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Mean CE(target_probs, h(g(e))) and h(g(e))'s logits."""
-  _, logits = module.apply({'params': transformation_params},
-                           teacher_embedding)
-  return jnp.mean(losses.soft_cross_entropy(target_probs, logits)), logits
-
-
 def teacher_targets(labels: jax.Array,
                     labeler_logits: list[jax.Array]) -> jax.Array:
   """Teacher-loss targets for [real, *generated] batches, concatenated.
@@ -270,248 +163,172 @@ def teacher_targets(labels: jax.Array,
   return jnp.concatenate(targets)
 
 
-def _project(projection_params, features: jax.Array) -> jax.Array:
-  if projection_params is None:
-    return features
-  size = projection_params['projection']['kernel'].shape[-1]
-  return _StudentProjection(size).apply({'params': projection_params},
-                                        features)
+def _teacher_loss(transformation_params, module: TeacherTransformation,
+                  teacher_embedding: jax.Array, target_probs: jax.Array):
+  """Mean CE(target_probs, h(g(e))) and h(g(e))'s logits."""
+  _, logits = module.apply({'params': transformation_params},
+                           teacher_embedding)
+  return jnp.mean(losses.soft_cross_entropy(target_probs, logits)), logits
 
 
-def student_objective(student_params, projection_params,
-                      transformation_params, *, loss_fn, teacher_embedding,
-                      mode: str, distance: str, weight: float):
-  """(1 - w) * task + w * D(f, stop_gradient(t(e))) and its parts.
+@dataclasses.dataclass(frozen=True)
+class EmbeddingDistillation:
+  """The loss term of `config.embedding_distill` (a mode other than 'none').
 
-  Differentiable in all three parameter sets, so that a test can check on
-  the gradient tree that nothing reaches g; the step differentiates only the
-  student's (and its projection's).
-
-  Args:
-    student_params: the student's parameters, fed to `loss_fn`.
-    projection_params: the student-side projection ('projected_mse') or
-      None.
-    transformation_params: g's (and h's) parameters, or None in 'raw'.
-    loss_fn: the wrapped method's `params -> (task loss, (metrics,
-      batch_stats, student embedding))`.
-    teacher_embedding: the labeler's embedding of the same images, in order.
-    mode: 'raw', 'compressed' or 'random_projection'.
-    distance: a key of DISTANCE_FUNCTIONS.
-    weight: w.
-
-  Returns:
-    (loss, (metrics, batch_stats, task_loss, embedding_distance)).
+  The step calls `prepare` once (outside the student's gradient: the
+  teacher embedding, the target, the teacher loss's inputs), `loss` inside
+  the student's objective, and `update` for the term's own training.
   """
-  target = embedding_target(mode, transformation_params, teacher_embedding)
-  task, (metrics, batch_stats, student_embedding) = loss_fn(student_params)
-  features = _project(projection_params, student_embedding)
-  embedding_distance = DISTANCE_FUNCTIONS[distance](features, target)
-  loss = (1.0 - weight) * task + weight * embedding_distance
-  return loss, (metrics, batch_stats, task, embedding_distance)
+  mode: str
+  distance: str
+  weight: float
+  compressed_dim: int
+  pretrain_steps: int
+  teacher_learning_rate: float
+  num_classes: int
 
+  @property
+  def name(self) -> str:
+    """The key of its state and of results: e.g. 'kd+emb_compressed'."""
+    return f'emb_{self.mode}'
 
-def _labeler_outputs(models: train_steps.StepModels, teachers,
-                     unit_images: list[jax.Array]):
-  """Labeler logits per batch and the embeddings of all, concatenated.
+  @property
+  def trains_jointly(self) -> bool:
+    return self.mode == 'compressed' and self.pretrain_steps == 0
 
-  Batch by batch, as the methods' own steps call the labeler, so that XLA can
-  merge the identical computations instead of running the labeler twice.
-  """
-  outputs = [models.labeler_outputs(teachers, x) for x in unit_images]
-  logits = [o[0] for o in outputs]
-  return logits, jnp.concatenate([o[1] for o in outputs])
+  def _module(self) -> TeacherTransformation:
+    return TeacherTransformation(self.compressed_dim, self.num_classes)
 
+  def _optimizer(self) -> optax.GradientTransformation:
+    # [ours] Adam at a constant rate: g and h are a linear probe, small next
+    # to the student, and need no schedule.
+    return optax.adam(self.teacher_learning_rate)
 
-# ---------------------------------------------------------------------------
-# State, pre-training and the wrapped train step.
-# ---------------------------------------------------------------------------
-
-
-def create_state(models: train_steps.StepModels, config,
-                 teachers, unit_image_shape: tuple[int, ...],
-                 rng: jax.Array) -> EmbeddingDistillState:
-  """Initial g/h (or random projection) and projection, for the config's mode.
-
-  Args:
-    models: the step's modules, with labeler, student and the student's tx.
-    config: the experiment config (its `embedding_distill` section).
-    teachers: the frozen teachers' variables (for the labeler's shapes).
-    unit_image_shape: one image's (H, W, C), as the train set holds it.
-    rng: initialisation key.
-  """
-  cfg = config.embedding_distill
-  probe = jnp.zeros((1, *unit_image_shape), jnp.float32)
-  logits_shape, embedding_shape = jax.eval_shape(
-      lambda x: models.labeler_outputs(teachers, x), probe)
-  num_classes, teacher_dim = logits_shape.shape[-1], embedding_shape.shape[-1]
-  transform_rng, projection_rng = jax.random.split(rng)
-  state = EmbeddingDistillState()
-
-  target_dim = teacher_dim
-  if cfg.mode in ('compressed', 'random_projection'):
-    params = _transformation_module(config, num_classes).init(
-        transform_rng, jnp.zeros((1, teacher_dim), jnp.float32))['params']
-    if cfg.mode == 'compressed':
-      state = state.replace(
-          transformation=params,
-          transformation_opt_state=_teacher_optimizer(config).init(params))
-    else:
+  def init(self, rng: jax.Array, teachers: teachers_lib.Teachers,
+           image_shape: tuple[int, ...]) -> dict[str, Any]:
+    """Initial g and h (or the fixed random g); {} for 'raw'."""
+    if self.mode == 'raw':
+      return {}
+    _, embedding = jax.eval_shape(
+        teachers.label, jnp.zeros((1, *image_shape), jnp.float32))
+    params = self._module().init(
+        rng, jnp.zeros((1, embedding.shape[-1]), jnp.float32))['params']
+    if self.mode == 'random_projection':
       # Fixed: only g, at its (LeCun-normal) initialisation.
-      state = state.replace(
-          transformation={'transformation': params['transformation']})
-    target_dim = cfg.compressed_dim
+      return {'transformation': {'transformation': params['transformation']}}
+    return {'transformation': params,
+            'opt_state': self._optimizer().init(params)}
 
-  if cfg.distance == 'projected_mse':
-    student_inputs = models.student_input(probe)
-    (_, student_embedding), _ = jax.eval_shape(
-        lambda x: models.student.init_with_output(
-            jax.random.PRNGKey(0), x, train=False), student_inputs)
-    projection = _StudentProjection(target_dim).init(
-        projection_rng,
-        jnp.zeros((1, student_embedding.shape[-1]), jnp.float32))['params']
-    state = state.replace(projection=projection,
-                          projection_opt_state=models.tx.init(projection))
-  return state
+  def prepare(self, state, labeler_outputs: list[tuple[jax.Array, jax.Array]],
+              labels: jax.Array) -> dict[str, jax.Array]:
+    """What `loss` and `update` need, from the labeler's outputs on the
+    step's image batches ([real, *generated], in the student's order)."""
+    embedding = jnp.concatenate([e for _, e in labeler_outputs])
+    prepared = {'target': embedding_target(
+        self.mode, state.get('transformation'), embedding)}
+    if self.mode == 'compressed':
+      prepared['embedding'] = jax.lax.stop_gradient(embedding)
+      prepared['teacher_targets'] = jax.lax.stop_gradient(teacher_targets(
+          labels, [logits for logits, _ in labeler_outputs]))
+      prepared['labels'] = labels
+    return prepared
+
+  def loss(self, prepared, student_features: jax.Array) -> jax.Array:
+    """D(student features, t(e)) over the whole (global) batch."""
+    return DISTANCE_FUNCTIONS[self.distance](student_features,
+                                             prepared['target'])
+
+  def update(self, state, prepared) -> tuple[dict, dict[str, jax.Array]]:
+    """g and h on the teacher loss (jointly trained 'compressed' only);
+    the teacher loss is reported whenever there is a head."""
+    if self.mode != 'compressed':
+      return state, {}
+    (value, logits), grads = jax.value_and_grad(_teacher_loss, has_aux=True)(
+        state['transformation'], self._module(), prepared['embedding'],
+        prepared['teacher_targets'])
+    labels = prepared['labels']
+    metrics = {'teacher_loss': value, 'teacher_accuracy': jnp.mean(
+        losses.top1_correct(labels, logits[:labels.shape[0]]))}
+    if self.trains_jointly:
+      updates, opt_state = self._optimizer().update(
+          grads, state['opt_state'], state['transformation'])
+      state = {'transformation': optax.apply_updates(
+          state['transformation'], updates), 'opt_state': opt_state}
+    return state, metrics
+
+  def pretrain(self, state, method: str, teachers: teachers_lib.Teachers,
+               batches: Callable[[int], Any], config: ml_collections.ConfigDict,
+               rng: jax.Array) -> dict[str, Any]:
+    """`pretrain_steps` of g and h alone on the teacher loss, then frozen.
+
+    Reads the student's first batches (`batches(i)`, on device), so it is a
+    pure function of the seed like the rest of the run; a resumed run
+    repeats it (seconds) before its checkpoint is restored over it. For a
+    TGT method the teacher loss also sees generated images, as in the joint
+    step; with no student yet to explore against, [ours] they are the
+    random exploration G(E(x) + sigma * eps) for every TGT method.
+    """
+    if self.mode != 'compressed' or not self.pretrain_steps:
+      return state
+    generates = methods.get(method).uses_generator
+    joint = dataclasses.replace(self, pretrain_steps=0)
+
+    @jax.jit
+    def step(state, teachers, batch, rng):
+      real = image_ops.uint8_to_unit(batch['image'])
+      images = [real]
+      if generates:
+        inputs = methods.ExploreInputs(teachers, None, rng, real.shape[0],
+                                       config)
+        latents = methods.explore_random(
+            teachers.real_latents(batch, real), inputs)
+        images.append(teachers.generate(latents))
+      outputs = [teachers.label(x) for x in images]
+      return joint.update(state, joint.prepare(state, outputs,
+                                               batch['label']))
+
+    metrics = {}
+    for i in range(self.pretrain_steps):
+      state, metrics = step(state, teachers, batches(i),
+                            jax.random.fold_in(rng, i))
+    logging.info('[%s] teacher transformation pre-trained for %d steps: %s',
+                 method, self.pretrain_steps,
+                 {k: float(np.mean(v)) for k, v in
+                  jax.device_get(metrics).items()})
+    return state
 
 
-def make_pretrain_step(method: str, models: train_steps.StepModels, config):
-  """g and h alone on the teacher loss: step(aux, teachers, batch, rng).
-
-  For TGT methods the teacher loss also sees generated images, as in the
-  joint step; there is no student yet to explore against, so [ours] they are
-  G(E(x) + sigma * eps), the random exploration, for every TGT method.
-  """
-  uses_generated = method.startswith('tgt_')
-  tx = _teacher_optimizer(config)
-
-  def step(aux: EmbeddingDistillState, teachers, batch, rng):
-    real = image_ops.uint8_to_unit(batch['image'])
-    images = [real]
-    if uses_generated:
-      latents = exploration.perturb_latent(
-          train_steps.real_latents(models, teachers, batch, real), rng,
-          config.exploration.sigma)
-      images.append(jax.lax.stop_gradient(models.generate(teachers, latents)))
-    labeler_logits, teacher_embedding = _labeler_outputs(models, teachers,
-                                                         images)
-    module = _transformation_module(config, labeler_logits[0].shape[-1])
-    (loss, logits), grads = jax.value_and_grad(teacher_loss, has_aux=True)(
-        aux.transformation, module, teacher_embedding,
-        teacher_targets(batch['label'], labeler_logits))
-    updates, opt_state = tx.update(grads, aux.transformation_opt_state,
-                                   aux.transformation)
-    aux = aux.replace(
-        transformation=optax.apply_updates(aux.transformation, updates),
-        transformation_opt_state=opt_state)
-    accuracy = jnp.mean(losses.top1_correct(batch['label'],
-                                            logits[:real.shape[0]]))
-    return aux, {'teacher_loss': loss, 'teacher_accuracy': accuracy}
-
-  return step
-
-
-def initial_state(method: str, models: train_steps.StepModels, config,
-                  teachers, unit_image_shape: tuple[int, ...],
-                  batch_for_step: Callable[[int], Any],
-                  rng: jax.Array) -> EmbeddingDistillState:
-  """`create_state`, then `pretrain_steps` of g/h training when asked.
-
-  Pre-training reads the student's first batches (`batch_for_step(i)`), so
-  it is a pure function of the seed like the rest of the run. A resumed run
-  repeats it (seconds) and then restores the checkpointed state over it.
-  """
-  init_rng, pretrain_rng = jax.random.split(rng)
-  aux = create_state(models, config, teachers, unit_image_shape, init_rng)
+def from_config(config: ml_collections.ConfigDict,
+                num_classes: int) -> Iterable[EmbeddingDistillation]:
+  """The config's embedding term, as a tuple of zero or one loss terms."""
   cfg = config.embedding_distill
-  if cfg.mode != 'compressed' or cfg.pretrain_steps == 0:
-    return aux
-  step = jax.jit(make_pretrain_step(method, models, config))
-  metrics = {}
-  for i in range(cfg.pretrain_steps):
-    aux, metrics = step(aux, teachers, batch_for_step(i),
-                        jax.random.fold_in(pretrain_rng, i))
-  logging.info('[%s] teacher transformation pre-trained for %d steps: %s',
-               method, cfg.pretrain_steps,
-               {k: float(np.mean(v)) for k, v in
-                jax.device_get(metrics).items()})
-  return aux
+  if cfg.mode == 'none':
+    return ()
+  return (EmbeddingDistillation(
+      mode=cfg.mode, distance=cfg.distance, weight=cfg.weight,
+      compressed_dim=cfg.compressed_dim, pretrain_steps=cfg.pretrain_steps,
+      teacher_learning_rate=cfg.teacher_learning_rate,
+      num_classes=num_classes),)
 
 
-def make_student_update(models: train_steps.StepModels, config):
-  """The `StepModels.student_update` hook that adds the embedding term.
-
-  In one step: the student (and its projection) on (1 - w) * task + w * D,
-  and g and h on the teacher loss when they train jointly. The two gradients
-  are taken separately, each with respect to its own parameters only.
-  """
+def config_errors(config: ml_collections.ConfigDict) -> list[str]:
+  """What `config.embedding_distill` cannot mean, by field."""
   cfg = config.embedding_distill
-  mode, distance, weight = cfg.mode, cfg.distance, cfg.weight
-  joint = trains_transformation_jointly(config)
-  teacher_tx = _teacher_optimizer(config)
-
-  def student_update(state: train_steps.TrainState, teachers, loss_fn,
-                     unit_images: list[jax.Array], labels: jax.Array):
-    aux: EmbeddingDistillState = state.aux
-    labeler_logits, teacher_embedding = _labeler_outputs(models, teachers,
-                                                         unit_images)
-    objective = functools.partial(
-        student_objective, loss_fn=loss_fn,
-        teacher_embedding=teacher_embedding, mode=mode, distance=distance,
-        weight=weight)
-    (loss, (metrics, batch_stats, task, embedding_distance)), (
-        grads, projection_grads) = jax.value_and_grad(
-            objective, argnums=(0, 1), has_aux=True)(
-                state.params, aux.projection, aux.transformation)
-    updates, opt_state = models.tx.update(grads, state.opt_state,
-                                          state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = {'loss': loss, **metrics, 'task_loss': task,
-               'embedding_distance': embedding_distance}
-
-    if aux.projection is not None:
-      updates, projection_opt_state = models.tx.update(
-          projection_grads, aux.projection_opt_state, aux.projection)
-      aux = aux.replace(
-          projection=optax.apply_updates(aux.projection, updates),
-          projection_opt_state=projection_opt_state)
-
-    if mode == 'compressed':
-      # Reported in frozen mode too: it shows what the frozen g still knows.
-      module = _transformation_module(config, labeler_logits[0].shape[-1])
-      (teacher_value, teacher_logits), teacher_grads = jax.value_and_grad(
-          teacher_loss, has_aux=True)(
-              aux.transformation, module, teacher_embedding,
-              teacher_targets(labels, labeler_logits))
-      metrics['teacher_loss'] = teacher_value
-      metrics['teacher_accuracy'] = jnp.mean(losses.top1_correct(
-          labels, teacher_logits[:labels.shape[0]]))
-      if joint:
-        updates, transformation_opt_state = teacher_tx.update(
-            teacher_grads, aux.transformation_opt_state, aux.transformation)
-        aux = aux.replace(
-            transformation=optax.apply_updates(aux.transformation, updates),
-            transformation_opt_state=transformation_opt_state)
-
-    new_state = state.replace(step=state.step + 1, params=params,
-                              batch_stats=batch_stats, opt_state=opt_state,
-                              aux=aux)
-    return new_state, metrics
-
-  return student_update
-
-
-def make_train_step(method: str, models: train_steps.StepModels,
-                    config) -> train_steps.StepFn:
-  """`method`'s step with the config's embedding distillation (one jit each).
-
-  For mode 'none' this is `train_steps.make_train_step` unchanged. Otherwise
-  the state's `aux` must be an `EmbeddingDistillState` (`initial_state`).
-  """
-  if mode_of(config) == 'none':
-    return train_steps.make_train_step(method, models, config)
-  if models.labeler is None:
-    raise ValueError('Embedding distillation needs the teacher labeler in '
-                     'StepModels (its embedding is the teacher).')
-  models = dataclasses.replace(
-      models, student_update=make_student_update(models, config))
-  return train_steps.make_train_step(method, models, config)
+  if cfg.mode not in MODES:
+    return [f'embedding_distill.mode={cfg.mode!r}: choose from {MODES}.']
+  if cfg.mode == 'none':
+    return []
+  errors = []
+  if cfg.distance not in DISTANCES:
+    errors.append(f'embedding_distill.distance={cfg.distance!r}: choose '
+                  f'from {DISTANCES}.')
+  if not 0.0 <= cfg.weight <= 1.0:
+    errors.append(f'embedding_distill.weight={cfg.weight} must lie in '
+                  '[0, 1]: the loss is (1 - w) * task + w * distance.')
+  if cfg.compressed_dim < 1:
+    errors.append('embedding_distill.compressed_dim must be positive, got '
+                  f'{cfg.compressed_dim}.')
+  if cfg.pretrain_steps < 0:
+    errors.append('embedding_distill.pretrain_steps must be >= 0 (0 trains '
+                  f'g jointly), got {cfg.pretrain_steps}.')
+  return errors

@@ -1,46 +1,45 @@
-"""Accuracy on the balanced test split: overall, per class and per shot group.
+"""Accuracy on a balanced split: overall, per class and per shot group.
 
-Evaluation batches are padded to a fixed size, so one compiled program serves
-every batch; padded rows are dropped before counting, so the last partial
-batch counts exactly once.
+`predict` is the one evaluation loop: it applies a jitted function to padded,
+masked batches (`Dataset.eval_batches`), gathers every process's rows and
+drops the padding, so the last partial batch counts exactly once.
 """
 
-import json
 import math
 import os
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
+from tgt_jax import files
 from tgt_jax import sharding
 from tgt_jax.data import long_tail
 
 GROUPS = ('many', 'medium', 'few')
+RESULTS_FILE = 'results.json'
 
 
-def batched_apply(fn: Callable[[jax.Array], jax.Array], images: np.ndarray,
-                  batch_size: int, mesh) -> np.ndarray:
-  """Applies a jitted `fn(uint8 images) -> [N, ...]` over all `images`.
+def predict(fn: Callable[[jax.Array], jax.Array],
+            batches: Iterable[Mapping[str, np.ndarray]],
+            mesh) -> tuple[np.ndarray, np.ndarray]:
+  """(fn(images) of every unmasked row, their labels), in order.
 
-  Every process holds all of `images` and feeds its own rows of each batch.
+  `fn` maps a global uint8 image batch to [N, ...]; each batch holds this
+  process's rows of a padded global batch with a boolean 'mask'.
   """
-  sharding.check_batch_size(batch_size, mesh, 'eval_batch_size')
-  rows = sharding.local_slice(batch_size)
-  outputs = []
-  for start in range(0, len(images), batch_size):
-    chunk = images[start:start + batch_size]
-    num_valid = len(chunk)
-    if num_valid < batch_size:
-      padding = np.zeros((batch_size - num_valid, *chunk.shape[1:]),
-                         chunk.dtype)
-      chunk = np.concatenate([chunk, padding])
-    result = fn(sharding.put_batch(chunk[rows], mesh))
+  outputs, labels = [], []
+  for batch in batches:
+    result = fn(sharding.put_batch(batch['image'], mesh))
+    label, mask = batch['label'], batch['mask']
     if jax.process_count() > 1:
-      result = multihost_utils.process_allgather(result, tiled=True)
-    outputs.append(np.asarray(result)[:num_valid])
-  return np.concatenate(outputs)
+      result, label, mask = multihost_utils.process_allgather(
+          (result, label, mask), tiled=True)
+    mask = np.asarray(mask, bool)
+    outputs.append(np.asarray(result)[mask])
+    labels.append(np.asarray(label)[mask])
+  return np.concatenate(outputs), np.concatenate(labels)
 
 
 def per_class_accuracy(labels: np.ndarray, predictions: np.ndarray,
@@ -63,52 +62,29 @@ def accuracy_report(labels: np.ndarray, logits: np.ndarray,
   return report
 
 
-def _nan_to_none(value: Any) -> Any:
-  """JSON has no NaN: an empty shot group's accuracy is written as null."""
-  if isinstance(value, Mapping):
-    return {k: _nan_to_none(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_nan_to_none(v) for v in value]
-  if isinstance(value, float) and math.isnan(value):
-    return None
-  return value
-
-
 def read_results(workdir: str) -> dict[str, Any]:
   """results.json of an earlier run in `workdir`, or {} if it has none."""
-  path = os.path.join(workdir, 'results.json')
-  if not os.path.exists(path):
-    return {}
-  with open(path) as f:
-    return json.load(f)
+  return files.read_json(os.path.join(workdir, RESULTS_FILE), {})
 
 
 def write_results(results: Mapping[str, Any], workdir: str) -> None:
   """results.json and results.md (a table) in the workdir, atomically."""
-  atomic_write(os.path.join(workdir, 'results.json'),
-                json.dumps(_nan_to_none(results), indent=2,
-                           allow_nan=False) + '\n')
-  atomic_write(os.path.join(workdir, 'results.md'), results_table(results))
+  files.write_json(os.path.join(workdir, RESULTS_FILE), results)
+  files.atomic_write(os.path.join(workdir, 'results.md'),
+                     results_table(results))
 
 
 def results_table(results: Mapping[str, Any]) -> str:
   lines = ['| model | overall | many | medium | few |',
            '| --- | --- | --- | --- | --- |']
   for name, report in results.items():
-    if isinstance(report, Mapping):
-      cells = ' | '.join('-' if math.isnan(report[k]) else
-                         f'{100 * report[k]:.1f}' for k in ('overall', *GROUPS))
+    if isinstance(report, Mapping) and 'overall' in report:
+      cells = ' | '.join(
+          '-' if report[k] is None or math.isnan(report[k]) else
+          f'{100 * report[k]:.1f}' for k in ('overall', *GROUPS))
       lines.append(f'| {name} | {cells} |')
   if 'reconstruction_agreement' in results:
     lines.append('')
     lines.append('Reconstruction agreement (labeler on G(E(x)) vs. label of x, '
                  f'test split): {100 * results["reconstruction_agreement"]:.1f}%')
   return '\n'.join(lines) + '\n'
-
-
-def atomic_write(path: str, text: str) -> None:
-  """Write-then-rename, so a crash never leaves a half-written file."""
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)

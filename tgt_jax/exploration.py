@@ -35,9 +35,10 @@ def ascend_latent(z: jax.Array,
   """Gradient ascent on `disagreement(z) -> [N]` per-example values.
 
   The per-example values are summed before `jax.grad`, so each latent's
-  gradient depends only on its own example (up to batch-level effects of the
-  student's BatchNorm). With `normalize`, each example moves exactly
-  `step_size` in L2 per step, whatever the loss scale.
+  gradient is that of its own example's value, provided `disagreement` lets
+  no example depend on another (no batch statistics: see methods.py). With
+  `normalize`, each example moves exactly `step_size` in L2 per step,
+  whatever the loss scale.
   """
   grad_fn = jax.grad(lambda latent: jnp.sum(disagreement(latent)))
 

@@ -24,7 +24,7 @@ from typing import Any
 from absl import logging
 import ml_collections
 
-from tgt_jax import evaluation
+from tgt_jax import files
 
 FINGERPRINT_FILE = 'config.json'
 # Fields that do not change what a run computes. `methods` only selects which
@@ -89,7 +89,7 @@ def _read(directory: str) -> dict[str, Any] | None:
 
 def _write(directory: str, fingerprint: dict[str, Any]) -> None:
   os.makedirs(directory, exist_ok=True)
-  evaluation.atomic_write(os.path.join(directory, FINGERPRINT_FILE),
+  files.atomic_write(os.path.join(directory, FINGERPRINT_FILE),
                           json.dumps(fingerprint, indent=1, sort_keys=True))
 
 

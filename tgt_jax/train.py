@@ -1,26 +1,29 @@
-"""The TGT pipeline as stages: teacher labeler, teacher generator, students.
+"""The TGT pipeline as stages, read top to bottom from `train_and_evaluate`.
 
-`train_and_evaluate(config, workdir)` runs, in order,
+1. The teacher labeler: trained here on the full train split (its own
+   architecture, initialisation and recipe), fine-tuned from a converted
+   checkpoint, or restored from a finished stage.
+2. The teacher generator, BigBiGAN's E and G: converted from TF-Hub (the
+   paper's) or trained here without labels (the demo's); only when a method
+   generates.
+3. The frozen teachers: one object that labels, encodes and generates, with
+   E(x) of every student image cached where that is exact.
+4. One student per method of `config.methods`, on the long-tail subset.
 
-1. the teacher labeler (trained on the full train split, or restored),
-2. the teacher generator, BigBiGAN's E and G (trained without labels on the
-   full train split, or restored), only if a TGT method is asked for,
-3. one student per entry of `config.methods`, on the long-tail subset,
+Every stage resumes from its newest checkpoint, reuses a finished one and
+refuses one written with another config (`run_guard`). Each model is
+evaluated on the balanced `dataset.eval_split`; results.json / results.md
+are rewritten after every stage, so what finished is never lost.
 
-reusing every stage whose checkpoint is already complete and resuming any
-stage that was interrupted. Each model is evaluated on the balanced test
-split; `results.json` / `results.md` are rewritten after every stage, so what
-finished is never lost.
-
-Workdir layout: `teacher_labeler/`, `teacher_generator/`, `students/<method>/`
-(orbax checkpoints), `results.json`, `results.md`, `samples.png` and the
-TensorBoard event files.
+Workdir: `teacher_labeler/`, `teacher_generator/`, `students/<key>/` (orbax
+checkpoints), `config.json`, `results.json`, `results.md`, `samples.png`
+and the TensorBoard event files.
 """
 
 import dataclasses
 import logging as std_logging
 import os
-from typing import Any
+from typing import Any, Callable
 
 from absl import logging
 from clu import metric_writers
@@ -29,21 +32,34 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from tgt_jax import config_lib
 from tgt_jax import embedding_distill
 from tgt_jax import evaluation
 from tgt_jax import generator_training
 from tgt_jax import image_ops
+from tgt_jax import methods
 from tgt_jax import pretrained
 from tgt_jax import run_guard
 from tgt_jax import sharding
+from tgt_jax import teachers as teachers_lib
 from tgt_jax import train_steps
 from tgt_jax import training_loop
 from tgt_jax import visualize
-from tgt_jax.data import pipeline
-from tgt_jax.data import sources
+from tgt_jax.data import dataset as dataset_lib
 from tgt_jax.models import build
+from tgt_jax.models import classifier as classifier_lib
 
-TGT_METHODS = ('tgt_random', 'tgt_gradient', 'tgt_prior')
+CACHE_LATENTS = ('auto', 'always', 'never')
+# Offsets of the teachers' data-order seeds from config.seed, so that no two
+# stages read their batches in the same order (at paper scale both teachers
+# and the students read the same train split). Students keep config.seed.
+_LABELER_DATA_SEED = 1_000_000
+_GENERATOR_DATA_SEED = 2_000_000
+# Streams of initialisation keys folded into PRNGKey(config.seed): the
+# labeler never starts from the student's parameters. Students start from
+# PRNGKey(config.seed) itself, the same for every method (paired runs).
+_LABELER_INIT = 11
+_GENERATOR_INIT = 12
 
 
 class _QuietOrbax(std_logging.Filter):
@@ -59,374 +75,409 @@ def quiet_orbax_logs() -> None:
   logging.get_absl_handler().addFilter(_QuietOrbax())
 
 
-def validate_config(config: ml_collections.ConfigDict, mesh) -> None:
-  """Fails before any compute on what the config cannot mean."""
-  for method in config.methods:
-    if method not in train_steps.METHODS:
-      raise ValueError(f'Unknown method {method!r} in config.methods; choose '
-                       f'from {train_steps.METHODS}.')
-  sharding.check_batch_size(config.batch_size, mesh, 'batch_size')
-  sharding.check_batch_size(config.eval_batch_size, mesh, 'eval_batch_size')
-  sharding.check_batch_size(config.teacher_labeler.batch_size, mesh,
-                            'teacher_labeler.batch_size')
-  embedding_distill.validate_config(config)
-  build.compute_dtype(config)  # Raises on an unknown dtype.
-  cache = config.exploration.get('cache_latents', 'auto')
+# ---------------------------------------------------------------------------
+# Config checks: everything a run cannot mean fails here, before any compute.
+# ---------------------------------------------------------------------------
+
+
+def config_errors(config: ml_collections.ConfigDict, mesh) -> list[str]:
+  """Every problem of a resolved config, naming the fields."""
+  errors = config_lib.consistency_errors(config)
+  if not config.methods:
+    errors.append('config.methods is empty: name at least one of '
+                  f'{tuple(methods.METHODS)}.')
+  for name in config.methods:
+    if name not in methods.METHODS:
+      errors.append(f'Unknown method {name!r} in config.methods; choose '
+                    f'from {tuple(methods.METHODS)}.')
+  batch_fields = ['batch_size', 'eval_batch_size', 'teacher_labeler.batch_size']
+  if methods.generating(m for m in config.methods if m in methods.METHODS):
+    batch_fields.append('teacher_generator.batch_size')
+    gen = config.teacher_generator
+    if not (gen.pretrained_checkpoint or gen.checkpoint or gen.num_epochs):
+      errors.append(
+          'teacher_generator: no pretrained_checkpoint, no checkpoint and '
+          'num_epochs=0 would leave G and E random. Convert BigBiGAN '
+          '(docs/paper_scale.md) and set --config.teacher_generator.'
+          'pretrained_checkpoint=DIR.')
+  for field in batch_fields:
+    section, _, name = field.rpartition('.')
+    value = (config[section] if section else config)[name]
+    try:
+      sharding.check_batch_size(value, mesh, field)
+    except ValueError as error:
+      errors.append(str(error))
+  if config.dtype not in build.COMPUTE_DTYPES:
+    errors.append(f'dtype={config.dtype!r}; choose from '
+                  f'{tuple(build.COMPUTE_DTYPES)}.')
+  for prefix, recipe in (('', config), ('teacher_labeler.',
+                                        config.teacher_labeler)):
+    if recipe.optimizer not in train_steps.OPTIMIZERS:
+      errors.append(f'{prefix}optimizer={recipe.optimizer!r}; choose from '
+                    f'{train_steps.OPTIMIZERS}.')
+    if recipe.schedule not in train_steps.SCHEDULES:
+      errors.append(f'{prefix}schedule={recipe.schedule!r}; choose from '
+                    f'{train_steps.SCHEDULES}.')
+  errors += embedding_distill.config_errors(config)
+  cache = config.exploration.cache_latents
   if cache not in CACHE_LATENTS:
-    raise ValueError(f'exploration.cache_latents={cache!r}; choose from '
-                     f'{CACHE_LATENTS}.')
-  if any(m in TGT_METHODS for m in config.methods):
-    sharding.check_batch_size(config.teacher_generator.batch_size, mesh,
-                              'teacher_generator.batch_size')
+    errors.append(f'exploration.cache_latents={cache!r}; choose from '
+                  f'{CACHE_LATENTS}.')
+  elif (cache == 'always' and
+        config.dataset.name not in dataset_lib.IN_MEMORY_NAMES):
+    errors.append("exploration.cache_latents='always' needs in-memory data "
+                  f'{dataset_lib.IN_MEMORY_NAMES}; use \'auto\' or \'never\'.')
+  if config.exploration.num_steps < 0:
+    errors.append('exploration.num_steps must be >= 0.')
+  return errors
 
 
-def _uses_generator(config) -> bool:
-  return any(m in TGT_METHODS for m in config.methods)
+class ConfigError(ValueError):
+  """The config cannot run; the message lists every problem by field."""
+
+
+def validate(config: ml_collections.ConfigDict, mesh) -> None:
+  """Raises one ConfigError listing every problem of a resolved config."""
+  errors = config_errors(config, mesh)
+  if errors:
+    raise ConfigError('The config cannot run:\n  ' + '\n  '.join(errors))
+
+
+# ---------------------------------------------------------------------------
+# A run and its stages.
+# ---------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
-class Context:
-  """What every stage needs: config, data, devices, output."""
+class Run:
+  """Where a run writes and what it has found so far."""
   config: ml_collections.ConfigDict
   workdir: str
-  data: sources.Data  # In memory (digits, folders) or streamed (TFDS).
   mesh: Any
   writer: metric_writers.MetricWriter
-  overwrite: bool = False  # Move aside what a different config wrote.
-  # E(x) of the student images: the teachers are fixed for the run, so
-  # `_latent_cache` encodes them once and every TGT student reuses it.
-  student_latents: Any = None
+  overwrite: bool = False
+  results: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+  @property
+  def dtype(self):
+    return build.compute_dtype(self.config)
+
+  def record(self, name: str, value: Any) -> None:
+    """Adds a result and rewrites results.json / results.md (process 0)."""
+    self.results[name] = value
+    if jax.process_index() == 0:
+      evaluation.write_results(self.results, self.workdir)
 
 
-def _num_train_steps(ctx: Context, subset: str,
-                     optim: ml_collections.ConfigDict) -> int:
-  """Steps of a stage: `optim.num_epochs` over the subset at its batch size."""
-  return pipeline.steps_for_epochs(
-      sources.num_train_examples(ctx.data, subset), optim.batch_size,
-      optim.num_epochs)
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """A training stage: its checkpoint directory and what it depends on.
 
-
-def _train_classifier(ctx: Context, *, name: str, directory: str,
-                      models: train_steps.StepModels, method: str,
-                      teachers: dict, subset: str,
-                      optim: ml_collections.ConfigDict, seed: int,
-                      max_shift: int, fingerprint: dict,
-                      reused: bool = False,
-                      embedding_distillation: bool = False) -> dict:
-  """Trains one classifier (labeler or student) with `method`'s step.
-
-  `subset`: the part of the train split it learns from, 'teacher' (all of
-  it) or 'student' (the long-tail subset); see `sources`.
-  `fingerprint`: the config fields the stage depends on, checked against
-  (or recorded in) `directory` (see `run_guard`); `reused`: the directory
-  belongs to another run (a config's `checkpoint` field).
-  `embedding_distillation`: add the config's embedding_distill term (a
-  student only); its g/h state rides in the TrainState's `aux`.
+  `fingerprint`: the config fields its training reads, checked against (or
+  recorded in) the directory; `reused`: the directory was named by a config
+  `checkpoint` field and belongs to another run (never trained on).
   """
-  config = ctx.config
-  _claim_stage(ctx, directory, fingerprint, reused)
-  num_steps = _num_train_steps(ctx, subset, optim)
-  steps_per_epoch = (sources.num_train_examples(ctx.data, subset) /
-                     optim.batch_size)
-  tx, _ = train_steps.create_optimizer(
-      optim.get('optimizer', 'sgd'), optim.peak_learning_rate,
-      int(optim.warmup_epochs * steps_per_epoch), num_steps,
-      optim.weight_decay, optim.get('momentum', 0.9))
-  models = dataclasses.replace(models, tx=tx)
-  c = models.student_config
-  state = train_steps.create_train_state(
-      models.student, tx,
-      (c.image_size, c.image_size, sources.image_channels(ctx.data)),
-      jax.random.PRNGKey(seed))
-  state = sharding.put_replicated(state, ctx.mesh)
-  replicated = sharding.replicated(ctx.mesh)
-  make_step = (embedding_distill.make_train_step if embedding_distillation
-               else train_steps.make_train_step)
-  step = jax.jit(make_step(method, models, config),
-                 out_shardings=(replicated, replicated), donate_argnums=0)
-  step_rng = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
-  local_batches = sources.train_batch_fn(
-      ctx.data, subset, optim.batch_size, seed, max_shift,
-      _latent_cache(ctx, models, teachers, method))
-
-  def batch_for_step(i):
-    return sharding.put_batch(local_batches(i), ctx.mesh)
-
-  if embedding_distillation:
-    aux = embedding_distill.initial_state(
-        method, models, config, teachers, sources.image_shape(ctx.data),
-        batch_for_step, jax.random.fold_in(jax.random.PRNGKey(seed), 3))
-    state = sharding.put_replicated(state.replace(aux=aux), ctx.mesh)
-
-  state = training_loop.run(
-      name=name, directory=directory, state=state,
-      step_fn=lambda s, b: step(s, teachers, b, step_rng),
-      batch_for_step=batch_for_step, num_steps=num_steps, writer=ctx.writer,
-      log_every=config.log_every_steps,
-      checkpoint_every=config.checkpoint_every_steps)
-  return {'params': state.params, 'batch_stats': state.batch_stats}
+  name: str
+  directory: str
+  fingerprint: dict[str, Any]
+  num_steps: int
+  reused: bool = False
 
 
-CACHE_LATENTS = ('auto', 'always', 'never')
+@dataclasses.dataclass(frozen=True)
+class Trained:
+  """A trained classifier (student or labeler): its model and its state."""
+  classifier: classifier_lib.Classifier
+  state: train_steps.TrainState
+
+  @property
+  def variables(self) -> dict[str, Any]:
+    return {'params': self.state.params,
+            'batch_stats': self.state.batch_stats}
 
 
-def _latent_cache(ctx: Context, models: train_steps.StepModels,
-                  teachers: dict, method: str) -> dict | None:
-  """{'latent': E(x) of every student image}, or None to encode each step.
-
-  `exploration.cache_latents`: 'auto' caches where it is exact (in-memory
-  data, no augmentation: the encoder would see the same image every
-  epoch), 'always' also under augmentation (E of the un-augmented image),
-  'never' encodes every step.
-  """
-  mode = ctx.config.exploration.get('cache_latents', 'auto')
-  if method not in ('tgt_random', 'tgt_gradient') or mode == 'never':
-    return None
-  streaming = sources.is_streaming(ctx.data)
-  if mode == 'auto' and (streaming or ctx.config.augment_max_shift > 0):
-    return None
-  if streaming:
-    raise ValueError("exploration.cache_latents='always' needs in-memory data "
-                     "(digits, image folders); use 'auto' or 'never'.")
-
-  if ctx.student_latents is None:
-
-    @jax.jit
-    def encode(images):
-      return models.encode(teachers, image_ops.uint8_to_unit(images))
-
-    ctx.student_latents = evaluation.batched_apply(
-        encode, ctx.data.student_images, ctx.config.eval_batch_size, ctx.mesh)
-    logging.info('Cached E(x) of the %d student images (%s).',
-                 len(ctx.student_latents), mode)
-  return {'latent': ctx.student_latents}
+def num_steps_and_epoch(dataset: dataset_lib.Dataset, subset: str,
+                        recipe: ml_collections.ConfigDict
+                        ) -> tuple[int, float]:
+  """(steps of `recipe.num_epochs` over the subset, steps per epoch)."""
+  examples = dataset.num_examples(subset)
+  return (dataset_lib.steps_for_epochs(examples, recipe.batch_size,
+                                       recipe.num_epochs),
+          examples / recipe.batch_size)
 
 
-def _claim_stage(ctx: Context, directory: str, fingerprint: dict,
-                 reused: bool) -> None:
-  run_guard.claim_stage(directory, fingerprint, ctx.overwrite, reused,
-                        write=jax.process_index() == 0)
-
-
-def _classifier_logits_fn(model, model_config, variables):
-  """uint8 images -> logits, jitted, for evaluation."""
-  @jax.jit
-  def logits_fn(images):
-    inputs = image_ops.classifier_input(
-        image_ops.uint8_to_unit(images), model_config.image_size,
-        model_config.mean, model_config.std)
-    return model.apply(variables, inputs, train=False)[0]
-  return logits_fn
-
-
-def _evaluate_classifier(ctx: Context, model, model_config,
-                         variables) -> dict:
-  logits, labels = sources.eval_outputs(
-      _classifier_logits_fn(model, model_config, variables), ctx.data,
-      ctx.config.eval_batch_size, ctx.mesh)
-  return evaluation.accuracy_report(labels, logits, ctx.data.shot_groups)
-
-
-def _existing_stage_directory(field: str, directory: str,
-                              num_steps: int) -> None:
-  """A checkpoint named in the config must hold a finished stage.
-
-  Training on into it would change someone else's teacher, so refuse.
-  """
-  if not training_loop.is_stage_complete(directory, num_steps):
+def fit(run: Run, stage: Stage, state, step_fn: Callable,
+        batch_fn: Callable[[int], Any]):
+  """Claims the stage directory, then trains (or resumes) to the end."""
+  if stage.reused and not training_loop.is_stage_complete(stage.directory,
+                                                          stage.num_steps):
+    # Training on would change someone else's teacher.
     raise ValueError(
-        f'{field}={directory} holds no complete {num_steps}-step stage. '
-        'Point it at a finished stage directory written by this codebase '
-        f'(e.g. WORKDIR/{field.split(".")[0]}) trained with the same config, '
-        'or leave it empty to train the stage here.')
+        f'{stage.name}.checkpoint={stage.directory} holds no complete '
+        f'{stage.num_steps}-step stage. Point it at a finished stage '
+        f'directory (e.g. WORKDIR/{stage.name}) trained with the same '
+        'config, or leave it empty to train the stage here.')
+  run_guard.claim_stage(stage.directory, stage.fingerprint, run.overwrite,
+                        stage.reused, write=jax.process_index() == 0)
+  return training_loop.run(
+      name=stage.name, directory=stage.directory, state=state,
+      step_fn=step_fn,
+      batch_for_step=lambda i: sharding.put_batch(batch_fn(i), run.mesh),
+      num_steps=stage.num_steps, writer=run.writer,
+      log_every=run.config.log_every_steps,
+      checkpoint_every=run.config.checkpoint_every_steps)
 
 
-def teacher_labeler_stage(ctx: Context) -> tuple[Any, dict]:
-  """The labeler: restored from its checkpoint, or trained here."""
-  cfg = ctx.config.teacher_labeler
-  model = build.classifier(cfg, ctx.data.num_classes,
-                           build.compute_dtype(ctx.config))
-  directory = cfg.checkpoint or os.path.join(ctx.workdir, 'teacher_labeler')
-  if cfg.checkpoint:
-    _existing_stage_directory('teacher_labeler.checkpoint', directory,
-                              _num_train_steps(ctx, 'teacher', cfg))
-  variables = _train_classifier(
-      ctx, name='teacher_labeler', directory=directory,
-      models=train_steps.StepModels(student=model, student_config=cfg,
-                                    tx=None),
-      method='onehot', teachers={}, subset='teacher', optim=cfg,
-      seed=ctx.config.seed, max_shift=cfg.max_shift,
-      fingerprint=run_guard.teacher_fingerprint(ctx.config,
-                                                'teacher_labeler'),
-      reused=bool(cfg.checkpoint))
-  return model, variables
+def _teacher_stage(run: Run, dataset, name: str, num_steps: int) -> Stage:
+  checkpoint = run.config[name].checkpoint
+  return Stage(name=name,
+               directory=checkpoint or os.path.join(run.workdir, name),
+               fingerprint=run_guard.teacher_fingerprint(run.config, name),
+               num_steps=num_steps, reused=bool(checkpoint))
 
 
-def teacher_generator_stage(ctx: Context) -> tuple[dict, dict]:
-  """BigBiGAN's frozen E and G: {'encoder': vars, 'generator': vars}.
+def train_labeler(run: Run, dataset: dataset_lib.Dataset) -> Trained:
+  """Stage 1: the teacher labeler, on the full train split, with onehot."""
+  cfg = run.config.teacher_labeler
+  classifier = build.classifier(cfg, dataset.num_classes, run.dtype)
+  num_steps, steps_per_epoch = num_steps_and_epoch(dataset, 'teacher', cfg)
+  tx = train_steps.create_optimizer(cfg, steps_per_epoch, num_steps)
+  rng = jax.random.fold_in(jax.random.PRNGKey(run.config.seed), _LABELER_INIT)
+  variables = classifier.init(rng, dataset.image_shape[-1])
+  if cfg.init_checkpoint:
+    variables = pretrained.initial_classifier_variables(
+        cfg.init_checkpoint, cfg, variables)
+  state = sharding.put_replicated(
+      train_steps.create_train_state(variables, tx), run.mesh)
+  step = train_steps.jit_train_step('onehot', classifier, tx, run.config,
+                                    run.mesh)
+  step_rng = jax.random.fold_in(rng, 1)
+  state = fit(
+      run, _teacher_stage(run, dataset, 'teacher_labeler', num_steps), state,
+      lambda s, b: step(s, None, b, step_rng),
+      dataset.train_batches('teacher', cfg.batch_size,
+                            run.config.seed + _LABELER_DATA_SEED))
+  return Trained(classifier, state)
+
+
+def train_generator(run: Run, dataset: dataset_lib.Dataset
+                    ) -> teachers_lib.Teachers:
+  """Stage 2: BigBiGAN's frozen E and G, as teachers without a labeler.
 
   Converted from TF-Hub when `teacher_generator.pretrained_checkpoint` is
-  set (the paper's teacher), else trained here (the demo's).
+  set (the paper's teacher), else trained here on images alone (the demo's).
   """
-  cfg = ctx.config.teacher_generator
-  if cfg.get('pretrained_checkpoint'):
+  cfg = run.config.teacher_generator
+  if cfg.pretrained_checkpoint:
     modules, variables = pretrained.load_pretrained_teacher_generator(
-        cfg.pretrained_checkpoint, cfg, dtype=build.compute_dtype(ctx.config))
-    return modules, sharding.put_replicated(variables, ctx.mesh)
-  modules = generator_training.create_modules(cfg)
-  state = generator_training.create_state(
-      modules, cfg, jax.random.PRNGKey(ctx.config.seed))
-  directory = cfg.checkpoint or os.path.join(ctx.workdir, 'teacher_generator')
-  num_steps = _num_train_steps(ctx, 'teacher', cfg)
-  if cfg.checkpoint:
-    _existing_stage_directory('teacher_generator.checkpoint', directory,
-                              num_steps)
-  _claim_stage(ctx, directory,
-               run_guard.teacher_fingerprint(ctx.config, 'teacher_generator'),
-               reused=bool(cfg.checkpoint))
-  state = sharding.put_replicated(state, ctx.mesh)
-  replicated = sharding.replicated(ctx.mesh)
-  step = jax.jit(generator_training.make_train_step(modules, cfg),
-                 out_shardings=(replicated, replicated), donate_argnums=0)
-  step_rng = jax.random.fold_in(jax.random.PRNGKey(ctx.config.seed), 2)
-  local_batches = sources.train_batch_fn(ctx.data, 'teacher', cfg.batch_size,
-                                         ctx.config.seed)
-
-  def batch_for_step(i):
-    # Unsupervised: the labels stay on the host.
-    return sharding.put_batch({'image': local_batches(i)['image']}, ctx.mesh)
-
-  state = training_loop.run(
-      name='teacher_generator', directory=directory, state=state,
-      step_fn=lambda s, b: step(s, b, step_rng),
-      batch_for_step=batch_for_step, num_steps=num_steps, writer=ctx.writer,
-      log_every=ctx.config.log_every_steps,
-      checkpoint_every=ctx.config.checkpoint_every_steps)
-  frozen = generator_training.frozen_teacher_variables(state)
-  # Trained in float32 [ours: GAN training is the least robust step]; the
-  # frozen teacher then computes in the run's dtype.
-  dtype = build.compute_dtype(ctx.config)
-  modules = {'encoder': build.encoder(cfg, dtype),
-             'generator': build.generator(cfg, spectral_norm=False,
-                                          dtype=dtype)}
-  return modules, frozen
+        cfg.pretrained_checkpoint, cfg, dtype=run.dtype)
+  else:
+    modules = generator_training.create_modules(cfg)
+    rng = jax.random.fold_in(jax.random.PRNGKey(run.config.seed),
+                             _GENERATOR_INIT)
+    state = sharding.put_replicated(
+        generator_training.create_state(modules, cfg, rng), run.mesh)
+    replicated = sharding.replicated(run.mesh)
+    step = jax.jit(generator_training.make_train_step(modules, cfg),
+                   out_shardings=(replicated, replicated), donate_argnums=0)
+    step_rng = jax.random.fold_in(rng, 1)
+    num_steps, _ = num_steps_and_epoch(dataset, 'teacher', cfg)
+    # Unaugmented, and the labels stay on the host: G learns the images.
+    batches = dataset.train_batches(
+        'teacher', cfg.batch_size, run.config.seed + _GENERATOR_DATA_SEED,
+        augment=False)
+    state = fit(run, _teacher_stage(run, dataset, 'teacher_generator',
+                                    num_steps),
+                state, lambda s, b: step(s, b, step_rng),
+                lambda i: {'image': batches(i)['image']})
+    variables = generator_training.frozen_teacher_variables(state)
+    # Trained in float32 [ours: GAN training is the least robust step]; the
+    # frozen teacher then computes in the run's dtype.
+    modules = {'encoder': build.encoder(cfg, run.dtype),
+               'generator': build.generator(cfg, spectral_norm=False,
+                                            dtype=run.dtype)}
+  return teachers_lib.Teachers(
+      encoder_network=modules['encoder'],
+      encoder_image_size=cfg.encoder_image_size,
+      encoder=sharding.put_replicated(variables['encoder'], run.mesh),
+      generator_network=modules['generator'],
+      generator=sharding.put_replicated(variables['generator'], run.mesh))
 
 
-def reconstruction_agreement(ctx: Context, models: train_steps.StepModels,
-                             teachers: dict) -> float:
-  """Labeler accuracy on G(E(x)) of test images against the labels of x."""
+def caches_latents(config: ml_collections.ConfigDict,
+                   dataset: dataset_lib.Dataset) -> bool:
+  """Whether E(x) of the student images is computed once and kept.
+
+  'auto' keeps it where that is exact: in memory and without augmentation
+  (the encoder would see the same image every epoch).
+  """
+  mode = config.exploration.cache_latents
+  encodes = any(methods.get(m).uses_generator and methods.get(m).encodes
+                for m in config.methods)
+  if not encodes or mode == 'never' or not dataset.in_memory:
+    return False
+  augments = dataset.max_shift > 0 or dataset.flip
+  return mode == 'always' or not augments
+
+
+def frozen_teachers(run: Run, dataset: dataset_lib.Dataset, labeler: Trained,
+                    generator: teachers_lib.Teachers | None
+                    ) -> teachers_lib.Teachers:
+  """Stage 3: labeler, encoder and generator as one frozen object."""
+  teachers = (generator or teachers_lib.Teachers()).replace(
+      labeler_network=labeler.classifier, labeler=labeler.variables)
+  if generator is not None and caches_latents(run.config, dataset):
+    latents, _ = evaluation.predict(
+        teachers_lib.encode_fn(teachers),
+        dataset.eval_batches('student', run.config.eval_batch_size), run.mesh)
+    logging.info('Cached E(x) of the %d student images.', len(latents))
+    teachers = teachers.replace(
+        latents=sharding.put_replicated(jnp.asarray(latents), run.mesh))
+  return teachers
+
+
+def train_student(run: Run, dataset: dataset_lib.Dataset,
+                  teachers: teachers_lib.Teachers,
+                  method: str) -> tuple[str, Trained]:
+  """Stage 4: one student, with `method`'s step and the config's loss terms.
+
+  Returns (its key in results.json, e.g. 'kd+emb_compressed', the student).
+  """
+  config = run.config
+  classifier = build.classifier(config.student, dataset.num_classes,
+                                run.dtype)
+  terms = train_steps.loss_terms(config, dataset.num_classes)
+  key = train_steps.result_key(method, terms)
+  num_steps, steps_per_epoch = num_steps_and_epoch(dataset, 'student', config)
+  tx = train_steps.create_optimizer(config, steps_per_epoch, num_steps)
+  rng = jax.random.PRNGKey(config.seed)
+  batches = dataset.train_batches('student', config.batch_size, config.seed)
+  put = lambda i: sharding.put_batch(batches(i), run.mesh)
+  term_states = {}
+  for term in terms:
+    term_rng = jax.random.fold_in(jax.random.fold_in(rng, 3), len(term_states))
+    term_states[term.name] = term.pretrain(
+        term.init(term_rng, teachers, dataset.image_shape), method, teachers,
+        put, config, jax.random.fold_in(term_rng, 1))
+  state = sharding.put_replicated(train_steps.create_train_state(
+      classifier.init(rng, dataset.image_shape[-1]), tx, term_states),
+                                  run.mesh)
+  step = train_steps.jit_train_step(method, classifier, tx, config, run.mesh,
+                                    terms)
+  step_rng = jax.random.fold_in(rng, 1)
+  stage = Stage(name=key,
+                directory=os.path.join(run.workdir, 'students', key),
+                fingerprint=run_guard.run_fingerprint(config),
+                num_steps=num_steps)
+  state = fit(run, stage, state, lambda s, b: step(s, teachers, b, step_rng),
+              batches)
+  return key, Trained(classifier, state)
+
+
+# ---------------------------------------------------------------------------
+# Evaluation and samples.
+# ---------------------------------------------------------------------------
+
+
+def evaluate(run: Run, dataset: dataset_lib.Dataset, model: Trained) -> dict:
+  """Accuracy report of a classifier on `dataset.eval_split`."""
+  logits_fn = jax.jit(lambda variables, images: model.classifier.apply(
+      variables, image_ops.uint8_to_unit(images))[0])
+  variables = model.variables
+  logits, labels = evaluation.predict(
+      lambda images: logits_fn(variables, images),
+      dataset.eval_batches(run.config.dataset.eval_split,
+                           run.config.eval_batch_size), run.mesh)
+  return evaluation.accuracy_report(labels, logits, dataset.shot_groups)
+
+
+def reconstruction_agreement(run: Run, dataset: dataset_lib.Dataset,
+                             teachers: teachers_lib.Teachers) -> float:
+  """Labeler accuracy on G(E(x)) of eval images against the labels of x."""
   @jax.jit
-  def logits_fn(images):
+  def logits_fn(teachers, images):
     unit = image_ops.uint8_to_unit(images)
-    reconstructed = models.generate(teachers, models.encode(teachers, unit))
-    return models.labeler_logits(teachers, reconstructed)
+    return teachers.label(teachers.generate(teachers.encode(unit)))[0]
 
-  logits, labels = sources.eval_outputs(logits_fn, ctx.data,
-                                        ctx.config.eval_batch_size, ctx.mesh)
+  logits, labels = evaluation.predict(
+      lambda images: logits_fn(teachers, images),
+      dataset.eval_batches(run.config.dataset.eval_split,
+                           run.config.eval_batch_size), run.mesh)
   return float(np.mean(np.argmax(logits, -1) == labels))
 
 
-def _save_samples(ctx: Context, models: train_steps.StepModels,
-                  teachers: dict, students: dict) -> None:
-  """samples.png: one test image per class, reconstructed and explored."""
-  data, config = ctx.data, ctx.config
-  images, _ = sources.grid_examples(data, config.num_grid_samples)
+def save_samples(run: Run, dataset: dataset_lib.Dataset,
+                 teachers: teachers_lib.Teachers,
+                 students: dict[str, Trained]) -> None:
+  """samples.png: eval images, G(E(x)) and a row per trained TGT method.
+
+  Each TGT row is what that method explores from the same images with the
+  student it trained (tgt_prior: prior samples); titles are the labeler's.
+  """
+  images, _ = dataset.grid_examples(run.config.num_grid_samples)
   real = image_ops.uint8_to_unit(jnp.asarray(images))
-  rng = jax.random.PRNGKey(config.seed)
+  rng = jax.random.PRNGKey(run.config.seed)
   rows = {'real': real,
-          'reconstructed': models.generate(teachers,
-                                           models.encode(teachers, real))}
-  for method in ('tgt_random', 'tgt_gradient'):
-    student = students.get(method) or next(iter(students.values()), None)
-    if student is None or not _uses_generator(config):
-      continue
-    student_models = dataclasses.replace(models, student=student['model'])
-    state = train_steps.TrainState(
-        step=jnp.zeros((), jnp.int32), params=student['variables']['params'],
-        batch_stats=student['variables']['batch_stats'], opt_state=None)
-    latents = train_steps.explore_latents(method, student_models, state,
-                                          teachers, real, rng, config)
-    rows[method.replace('tgt_', '') + ' explored'] = models.generate(
-        teachers, latents)
+          'reconstructed G(E(x))': teachers.generate(teachers.encode(real))}
+  for method, student in students.items():
+    if methods.get(method).uses_generator:
+      latents = train_steps.explored_latents(
+          method, student.classifier, student.variables, teachers, real, rng,
+          run.config)
+      rows[f'{method} explored'] = teachers.generate(latents)
   rows = {k: np.asarray(v) for k, v in rows.items()}
-  labels = {k: np.argmax(np.asarray(models.labeler_logits(teachers, v)), -1)
+  labels = {k: np.argmax(np.asarray(teachers.label(v)[0]), -1)
             for k, v in rows.items()}
-  visualize.save_sample_grid(os.path.join(ctx.workdir, 'samples.png'), rows,
-                             labels, data.class_names)
+  visualize.save_sample_grid(os.path.join(run.workdir, 'samples.png'), rows,
+                             labels, dataset.class_names)
+
+
+# ---------------------------------------------------------------------------
+# The pipeline.
+# ---------------------------------------------------------------------------
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       overwrite: bool = False) -> dict:
+                       overwrite: bool = False) -> dict[str, Any]:
   """Runs every stage and returns the results written to results.json.
 
   A workdir written with a different config is refused unless `overwrite`
   (see `run_guard`). Results of models this run does not train (a method
   dropped from `config.methods`) are kept in results.json.
   """
+  config = config_lib.resolve(config)
   mesh = sharding.create_mesh()
-  validate_config(config, mesh)
-  data = sources.load_data(config)  # Fails on bad data before any write.
+  validate(config, mesh)
+  dataset = dataset_lib.load(config)  # Bad data fails before any write.
   os.makedirs(workdir, exist_ok=True)
   run_guard.claim_workdir(workdir, config, overwrite,
                           write=jax.process_index() == 0)
-  writer = metric_writers.create_default_writer(
-      workdir, just_logging=jax.process_index() > 0)
-  ctx = Context(config=config, workdir=workdir, data=data, mesh=mesh,
-                writer=writer, overwrite=overwrite)
-  logging.info('Devices: %s; student train set: %d images, per class %s.',
-               jax.devices(), sources.num_train_examples(data, 'student'),
-               data.student_class_counts.tolist())
+  run = Run(config=config, workdir=workdir, mesh=mesh, overwrite=overwrite,
+            writer=metric_writers.create_default_writer(
+                workdir, just_logging=jax.process_index() > 0),
+            results=evaluation.read_results(workdir))
+  logging.info('Devices: %s. %s', jax.devices(), config_lib.input_sizes(config))
+  logging.info('Data: %s', dataset.describe())
 
-  results: dict[str, Any] = evaluation.read_results(workdir)
+  labeler = train_labeler(run, dataset)
+  run.record('teacher_labeler', evaluate(run, dataset, labeler))
 
-  def publish():
-    if jax.process_index() == 0:
-      evaluation.write_results(results, workdir)
-
-  labeler, labeler_variables = teacher_labeler_stage(ctx)
-  results['teacher_labeler'] = _evaluate_classifier(
-      ctx, labeler, config.teacher_labeler, labeler_variables)
-  publish()
-
-  teachers = {'labeler': labeler_variables}
-  models = train_steps.StepModels(
-      student=None, student_config=config.student, tx=None, labeler=labeler,
-      labeler_config=config.teacher_labeler)
-  if _uses_generator(config):
-    generator_modules, generator_variables = teacher_generator_stage(ctx)
-    teachers.update(generator_variables)
-    models = dataclasses.replace(
-        models, generator=generator_modules['generator'],
-        encoder=generator_modules['encoder'],
-        encoder_image_size=config.teacher_generator.encoder_image_size)
-    results['reconstruction_agreement'] = reconstruction_agreement(
-        ctx, models, teachers)
-    logging.info('Reconstruction agreement: %.4f',
-                 results['reconstruction_agreement'])
-    publish()
+  generator = None
+  if methods.generating(config.methods):
+    generator = train_generator(run, dataset)
+  teachers = frozen_teachers(run, dataset, labeler, generator)
+  if generator is not None:
+    run.record('reconstruction_agreement',
+               reconstruction_agreement(run, dataset, teachers))
 
   students = {}
-  embedding_mode = embedding_distill.mode_of(config)
   for method in config.methods:
-    # e.g. 'kd+emb_compressed': the key in results.json and students/<key>.
-    key = embedding_distill.result_key(method, embedding_mode)
-    student = build.classifier(config.student, data.num_classes,
-                               build.compute_dtype(config))
-    variables = _train_classifier(
-        ctx, name=key, directory=os.path.join(workdir, 'students', key),
-        models=dataclasses.replace(models, student=student), method=method,
-        teachers=teachers, subset='student', optim=config, seed=config.seed,
-        max_shift=config.augment_max_shift,
-        fingerprint=run_guard.run_fingerprint(config),
-        embedding_distillation=embedding_mode != 'none')
-    students[method] = {'model': student, 'variables': variables}
-    results[key] = _evaluate_classifier(ctx, student, config.student,
-                                        variables)
-    logging.info('%s: %s', key, {k: v for k, v in results[key].items()
+    key, students[method] = train_student(run, dataset, teachers, method)
+    run.record(key, evaluate(run, dataset, students[method]))
+    logging.info('%s: %s', key, {k: v for k, v in run.results[key].items()
                                  if k != 'per_class'})
-    publish()
 
-  if _uses_generator(config) and jax.process_index() == 0:
-    _save_samples(ctx, models, teachers, students)
-  writer.close()
-  return results
+  if generator is not None and jax.process_index() == 0:
+    save_samples(run, dataset, teachers, students)
+  run.writer.close()
+  return run.results

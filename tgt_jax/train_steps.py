@@ -1,337 +1,253 @@
-"""One train step per method: onehot, kd, tgt_random, tgt_gradient, tgt_prior.
+"""The one train step of every method, and the optimiser it updates with.
 
-Every step has the signature
+`make_train_step(method, student, tx, config, terms)` builds
 
     step(state, teachers, batch, rng) -> (state, metrics)
 
-where `state` is the student's `TrainState`, `teachers` the frozen variables
-of the labeler, generator and encoder (passed as arguments, not closed over,
-so large teachers are never baked into the compiled program as constants),
-`batch` a dict of uint8 images and int labels, and `rng` a base key folded
-with the step number so every random draw is a function of (seed, step).
+for any row of the method table (methods.py): `state` is the student's
+`TrainState`, `teachers` the frozen `Teachers` (an argument, not a
+constant, so large teachers never become part of the compiled program),
+`batch` this process's rows of uint8 images, int labels and (in memory)
+example indices, and `rng` a base key folded with the step number, so every
+random draw is a function of (seed, step). `jit_train_step` jits it over a
+device mesh; training, the benchmark and the tests all call it.
 
-Only the student is differentiated; the teachers run in inference mode. The
-labeler and the student see the same (real or generated) image, each through
-its own resize and normalisation.
+One step, for a real batch (x, y) and labeler h, generator G:
+
+    images   = [x]                      (+ G(z~) when the method explores)
+    loss     = l(f(x), target) + lambda * tau^2 CE(h(G(z~)) / tau, f(G(z~)) / tau)
+    objective = (1 - sum w_k) * loss + sum_k w_k * term_k   (loss terms)
+
+Only the student is differentiated: the teachers' outputs are fixed targets.
+The student sees all images of the step in one pass, so its BatchNorm
+statistics are those of the mixture it is trained on.
 """
 
-import dataclasses
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Sequence
 
-import flax.linen as nn
 from flax import struct
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
-from tgt_jax import exploration
+from tgt_jax import embedding_distill
 from tgt_jax import image_ops
 from tgt_jax import losses
-
-METHODS = ('onehot', 'kd', 'tgt_random', 'tgt_gradient', 'tgt_prior')
+from tgt_jax import methods
+from tgt_jax import sharding
+from tgt_jax.models import classifier as classifier_lib
 
 StepFn = Callable[..., tuple[Any, dict[str, jax.Array]]]
 
+# Loss terms a config can add to any method: config section -> the terms it
+# asks for (empty when off). Adding a term: write it (see
+# embedding_distill.EmbeddingDistillation for the interface) and add a row.
+LOSS_TERMS: dict[str, Callable[[ml_collections.ConfigDict, int], Sequence]] = {
+    'embedding_distill': embedding_distill.from_config,
+}
+
+SCHEDULES = ('cosine', 'step', 'constant')
+OPTIMIZERS = ('sgd', 'adamw')
+
 
 class TrainState(struct.PyTreeNode):
-  """Everything a classifier's training carries from step to step."""
+  """Everything a classifier's training carries from step to step.
+
+  `terms` holds the state of each loss term (by its name), so checkpoints
+  hold it and resume stays exact; {} when there is none.
+  """
   step: jax.Array
   params: Any
   batch_stats: Any
   opt_state: Any
-  # State of an add-on trained beside the student in the same step (e.g.
-  # embedding_distill's teacher transformation); None when there is none.
-  # Kept here so that checkpoints hold it and resume stays exact.
-  aux: Any = None
+  terms: Any = struct.field(default_factory=dict)
 
 
-def create_train_state(model: nn.Module, tx: optax.GradientTransformation,
-                       input_shape: tuple[int, ...],
-                       rng: jax.Array) -> TrainState:
-  """Initialises a classifier for inputs of shape [N, *input_shape]."""
-  variables = model.init(rng, jnp.zeros((1, *input_shape), jnp.float32),
-                         train=False)
+def loss_terms(config: ml_collections.ConfigDict,
+               num_classes: int) -> tuple[Any, ...]:
+  """Every loss term the config asks for, in LOSS_TERMS order."""
+  return tuple(term for make in LOSS_TERMS.values()
+               for term in make(config, num_classes))
+
+
+def result_key(method: str, terms: Sequence[Any] = ()) -> str:
+  """A student's name in results.json and students/: e.g. 'kd+emb_raw'."""
+  return '+'.join([method, *(term.name for term in terms)])
+
+
+def create_train_state(variables: dict[str, Any],
+                       tx: optax.GradientTransformation,
+                       terms: dict[str, Any] | None = None) -> TrainState:
+  """A state at step 0 from initial variables ({'params', 'batch_stats'})."""
   params = variables['params']
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables.get('batch_stats', {}),
-                    opt_state=tx.init(params))
+                    opt_state=tx.init(params), terms=terms or {})
 
 
-def create_optimizer(name: str, peak_learning_rate: float, warmup_steps: int,
-                     num_steps: int, weight_decay: float,
-                     momentum: float = 0.9
-                     ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """Linear warm-up then cosine decay; decay on kernels only (not BN/bias)."""
-  schedule = optax.warmup_cosine_decay_schedule(
-      0.0, peak_learning_rate, min(warmup_steps, num_steps - 1) if num_steps > 1
-      else 0, max(num_steps, 1))
-  kernels_only = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
-  if name == 'sgd':
-    tx = optax.chain(
-        optax.add_decayed_weights(weight_decay, mask=kernels_only),
-        optax.sgd(schedule, momentum=momentum, nesterov=True))
-  elif name == 'adamw':
-    tx = optax.adamw(schedule, weight_decay=weight_decay, mask=kernels_only)
+# ---------------------------------------------------------------------------
+# Optimiser and learning-rate schedule (Table 6 rows).
+# ---------------------------------------------------------------------------
+
+
+def learning_rate_schedule(recipe: ml_collections.ConfigDict,
+                           steps_per_epoch: float,
+                           num_steps: int) -> optax.Schedule:
+  """Linear warm-up from 0 to the peak, then `recipe.schedule`.
+
+  'cosine' decays to 0 at the last step; 'step' multiplies the rate by
+  `decay_factor` at each of `decay_epochs` (piecewise constant, as in many
+  long-tail papers); 'constant' keeps the peak.
+  """
+  peak = recipe.peak_learning_rate
+  warmup = int(recipe.warmup_epochs * steps_per_epoch)
+  warmup = min(warmup, num_steps - 1) if num_steps > 1 else 0
+  if recipe.schedule == 'cosine':
+    return optax.warmup_cosine_decay_schedule(0.0, peak, warmup,
+                                              max(num_steps, 1))
+  if recipe.schedule == 'step':
+    boundaries = {int(round(epoch * steps_per_epoch)) - warmup:
+                  recipe.decay_factor for epoch in recipe.decay_epochs}
+    after_warmup = optax.piecewise_constant_schedule(peak, boundaries)
+  elif recipe.schedule == 'constant':
+    after_warmup = optax.constant_schedule(peak)
   else:
-    raise ValueError(f"Unknown optimizer {name!r}; use 'sgd' or 'adamw'.")
-  return tx, schedule
+    raise ValueError(f'schedule={recipe.schedule!r}; choose from '
+                     f'{SCHEDULES}.')
+  if not warmup:
+    return after_warmup
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, peak, warmup), after_warmup], [warmup])
 
 
-@dataclasses.dataclass(frozen=True)
-class StepModels:
-  """The static parts a step closes over: modules and their input recipes."""
-  student: nn.Module
-  student_config: ml_collections.ConfigDict
-  tx: optax.GradientTransformation
-  labeler: Optional[nn.Module] = None
-  labeler_config: Optional[ml_collections.ConfigDict] = None
-  generator: Optional[nn.Module] = None
-  encoder: Optional[nn.Module] = None
-  encoder_image_size: int = 0
-  # Replaces `_apply_loss` as the student's update when an add-on (e.g.
-  # embedding_distill) needs to change it; see `_update_student`.
-  student_update: Optional[Callable[..., tuple[Any, dict]]] = None
-
-  def student_input(self, unit_images):
-    c = self.student_config
-    return image_ops.classifier_input(unit_images, c.image_size, c.mean, c.std)
-
-  def labeler_logits(self, teachers, unit_images):
-    return self.labeler_outputs(teachers, unit_images)[0]
-
-  def labeler_outputs(self, teachers, unit_images):
-    """The frozen labeler's (logits, pooled pre-logit embedding)."""
-    c = self.labeler_config
-    images = image_ops.classifier_input(unit_images, c.image_size, c.mean,
-                                        c.std)
-    outputs = self.labeler.apply(teachers['labeler'], images, train=False)
-    return jax.lax.stop_gradient(outputs)
-
-  def encode(self, teachers, unit_images):
-    """z_mean = E(x): reconstructions and exploration start from the mean."""
-    z_mean, _ = self.encoder.apply(
-        teachers['encoder'],
-        image_ops.encoder_input(unit_images, self.encoder_image_size),
-        train=False)
-    return z_mean
-
-  def generate(self, teachers, z):
-    """G(z) in the unit range; differentiable in z."""
-    return image_ops.generated_to_unit(
-        self.generator.apply(teachers['generator'], z, train=False))
+def create_optimizer(recipe: ml_collections.ConfigDict, steps_per_epoch: float,
+                     num_steps: int) -> optax.GradientTransformation:
+  """The recipe's optimiser; weight decay on kernels only (not BN, biases)."""
+  schedule = learning_rate_schedule(recipe, steps_per_epoch, num_steps)
+  kernels_only = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
+  if recipe.optimizer == 'sgd':
+    return optax.chain(
+        optax.add_decayed_weights(recipe.weight_decay, mask=kernels_only),
+        optax.sgd(schedule, momentum=recipe.momentum, nesterov=True))
+  if recipe.optimizer == 'adamw':
+    return optax.adamw(schedule, weight_decay=recipe.weight_decay,
+                       mask=kernels_only)
+  raise ValueError(f'optimizer={recipe.optimizer!r}; choose from '
+                   f'{OPTIMIZERS}.')
 
 
-def _student_forward(models: StepModels, params, batch_stats, unit_images,
-                     train: bool):
-  """Student logits and updated BN statistics on unit-range image batches.
-
-  `unit_images` is one batch or a list of batches of any sizes; each is
-  brought to the student's input first, then all go through in one pass.
-  """
-  logits, _, batch_stats = _student_outputs(models, params, batch_stats,
-                                            unit_images, train)
-  return logits, batch_stats
+# ---------------------------------------------------------------------------
+# The step.
+# ---------------------------------------------------------------------------
 
 
-def _student_outputs(models: StepModels, params, batch_stats, unit_images,
-                     train: bool):
-  """`_student_forward` with the pooled pre-logit embedding in the middle."""
-  if not isinstance(unit_images, (list, tuple)):
-    unit_images = [unit_images]
-  inputs = jnp.concatenate([models.student_input(x) for x in unit_images])
-  variables = {'params': params, 'batch_stats': batch_stats}
-  if train:
-    (logits, embedding), updates = models.student.apply(
-        variables, inputs, train=True, mutable=['batch_stats'])
-    return logits, embedding, updates['batch_stats']
-  logits, embedding = models.student.apply(variables, inputs, train=False)
-  return logits, embedding, batch_stats
+def _split(array: jax.Array, sizes: Sequence[int]) -> list[jax.Array]:
+  return jnp.split(array, np.cumsum(sizes)[:-1])
 
 
-def _apply_loss(models: StepModels, state: TrainState, loss_fn):
-  """One optimiser update of the student on `loss_fn(params)`.
+def make_train_step(method_name: str, student: classifier_lib.Classifier,
+                    tx: optax.GradientTransformation,
+                    config: ml_collections.ConfigDict,
+                    terms: Sequence[Any] = ()) -> StepFn:
+  """The (unjitted) step of `method_name` with the given loss terms."""
+  method = methods.get(method_name)
+  distill = config.distill
+  alpha, temperature = distill.alpha, distill.temperature
+  task_weight = 1.0 - sum(term.weight for term in terms)
 
-  `loss_fn(params) -> (loss, (metrics, batch_stats, student_embedding))`.
-  """
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  (loss, (metrics, batch_stats, _)), grads = grad_fn(state.params)
-  updates, opt_state = models.tx.update(grads, state.opt_state, state.params)
-  new_state = state.replace(
-      step=state.step + 1, params=optax.apply_updates(state.params, updates),
-      batch_stats=batch_stats, opt_state=opt_state)
-  return new_state, {'loss': loss, **metrics}
-
-
-def _update_student(models: StepModels, state: TrainState, loss_fn, teachers,
-                    unit_images: list[jax.Array], labels: jax.Array):
-  """`_apply_loss`, or `models.student_update` when an add-on sets one.
-
-  The add-on gets what the step's one student pass saw (its unit-range image
-  batches in order, real images first, and the real images' labels) so that
-  it can add terms on the same images without any step knowing about it:
-  `student_update(state, teachers, loss_fn, unit_images, labels)`.
-  """
-  if models.student_update is None:
-    return _apply_loss(models, state, loss_fn)
-  return models.student_update(state, teachers, loss_fn, unit_images, labels)
-
-
-def make_onehot_step(models: StepModels, config) -> StepFn:
-  """Plain cross-entropy on the real (long-tail) labels."""
-  del config
-
-  def step(state, teachers, batch, rng):
-    del rng
-    images = image_ops.uint8_to_unit(batch['image'])
-
-    def loss_fn(params):
-      logits, embedding, batch_stats = _student_outputs(
-          models, params, state.batch_stats, images, train=True)
-      accuracy = jnp.mean(losses.top1_correct(batch['label'], logits))
-      return (losses.onehot_cross_entropy(batch['label'], logits),
-              ({'accuracy': accuracy}, batch_stats, embedding))
-
-    return _update_student(models, state, loss_fn, teachers, [images],
-                           batch['label'])
-
-  return step
-
-
-def make_kd_step(models: StepModels, config) -> StepFn:
-  """Standard distillation: the labeler's soft labels on real images."""
-  alpha, temperature = config.distill.alpha, config.distill.temperature
-
-  def step(state, teachers, batch, rng):
-    del rng
-    images = image_ops.uint8_to_unit(batch['image'])
-    teacher_logits = models.labeler_logits(teachers, images)
-
-    def loss_fn(params):
-      logits, embedding, batch_stats = _student_outputs(
-          models, params, state.batch_stats, images, train=True)
-      loss = losses.mixed_target_loss(batch['label'], teacher_logits, logits,
-                                      alpha, temperature)
-      accuracy = jnp.mean(losses.top1_correct(batch['label'], logits))
-      return loss, ({'accuracy': accuracy}, batch_stats, embedding)
-
-    return _update_student(models, state, loss_fn, teachers, [images],
-                           batch['label'])
-
-  return step
-
-
-
-def real_latents(models: StepModels, teachers, batch, real_images):
-  """E(x) of the batch: its cached 'latent' rows if it carries them.
-
-  Cached latents are E of the un-augmented image, computed once per image
-  (train._latent_cache); exact only where the encoder would see that image.
-  """
-  if 'latent' in batch:
-    return batch['latent']
-  return models.encode(teachers, real_images)
-
-
-# Exploration: (models, state, teachers, z = E(x), rng, config) -> latents.
-def _explore_random(models, state, teachers, z, rng, config):
-  del models, state, teachers
-  return exploration.perturb_latent(z, rng, config.exploration.sigma)
-
-
-def _explore_prior(models, state, teachers, z, rng, config):
-  # z is unused, so XLA drops the encoder pass from the compiled step.
-  del models, state, teachers
-  return exploration.sample_prior(
-      rng, (z.shape[0], config.teacher_generator.latent_dim))
-
-
-def _explore_gradient(models, state, teachers, z, rng, config):
-  """Ascends CE(labeler, student) on G(z), starting from z = E(x)."""
-  cfg = config.exploration
-  if cfg.init_sigma > 0:
-    z = exploration.perturb_latent(z, rng, cfg.init_sigma)
-
-  def disagreement(latent):
-    generated = models.generate(teachers, latent)
-    teacher_probs = jax.nn.softmax(
-        models.labeler_logits(teachers, generated) /
-        config.distill.temperature)
-    # [ours] The student runs in train mode (batch statistics, updates
-    # dropped): that is the function the next update will change, and its
-    # running averages are meaningless early in training.
-    student_logits, _ = _student_forward(
-        models, state.params, state.batch_stats, generated, train=True)
-    return losses.soft_cross_entropy(
-        teacher_probs, student_logits / config.distill.temperature)
-
-  return exploration.ascend_latent(z, disagreement, cfg.step_size,
-                                   cfg.num_steps, cfg.normalize)
-
-
-def make_tgt_step(models: StepModels, config, explore) -> StepFn:
-  """TGT: the kd loss on real images + lambda * distillation on G(z~)."""
-  alpha, temperature = config.distill.alpha, config.distill.temperature
-  generated_weight = config.distill.generated_weight
-
-  def step(state, teachers, batch, rng):
+  def step(state: TrainState, teachers, batch, rng):
     rng = jax.random.fold_in(rng, state.step)
     real = image_ops.uint8_to_unit(batch['image'])
-    latents = explore(models, state, teachers,
-                      real_latents(models, teachers, batch, real), rng, config)
-    generated = jax.lax.stop_gradient(models.generate(teachers, latents))
-    teacher_real = models.labeler_logits(teachers, real)
-    teacher_generated = models.labeler_logits(teachers, generated)
-    num_real = real.shape[0]
+    labels = batch['label']
+    images = [real]
+    if method.explore is not None:
+      frozen = {'params': state.params, 'batch_stats': state.batch_stats}
+      inputs = methods.ExploreInputs(
+          teachers=teachers,
+          student_logits=lambda x: student.apply(
+              jax.lax.stop_gradient(frozen), x, train=False)[0],
+          rng=rng, num_examples=real.shape[0], config=config)
+      latents = method.explore(
+          teachers.real_latents(batch, real) if method.encodes else None,
+          inputs)
+      images.append(jax.lax.stop_gradient(teachers.generate(latents)))
+    sizes = [x.shape[0] for x in images]
+    labeler_outputs = ([jax.lax.stop_gradient(teachers.label(x))
+                        for x in images]
+                       if method.uses_labeler or terms else None)
+    prepared = [term.prepare(state.terms[term.name], labeler_outputs, labels)
+                for term in terms]
 
-    def loss_fn(params):
-      # One student pass over real and generated together: BatchNorm sees the
-      # mixture the student is trained on.
-      logits, embedding, batch_stats = _student_outputs(
-          models, params, state.batch_stats,
-          [real, generated], train=True)
-      logits_real, logits_generated = logits[:num_real], logits[num_real:]
-      real_loss = losses.mixed_target_loss(
-          batch['label'], teacher_real, logits_real, alpha, temperature)
-      generated_loss = losses.distillation_loss(
-          teacher_generated, logits_generated, temperature)
-      metrics = {
-          'accuracy': jnp.mean(
-              losses.top1_correct(batch['label'], logits_real)),
-          'real_loss': real_loss,
-          'generated_loss': generated_loss,
-          'generated_agreement': jnp.mean(
-              jnp.argmax(logits_generated, -1) ==
-              jnp.argmax(teacher_generated, -1)),
-      }
-      return real_loss + generated_weight * generated_loss, (
-          metrics, batch_stats, embedding)
+    def objective(params):
+      (logits, features), batch_stats = student.apply(
+          {'params': params, 'batch_stats': state.batch_stats},
+          jnp.concatenate(images), train=True)
+      logits = _split(logits, sizes)
+      if method.soft_targets:
+        task = losses.mixed_target_loss(labels, labeler_outputs[0][0],
+                                        logits[0], alpha, temperature)
+      else:
+        task = losses.onehot_cross_entropy(labels, logits[0])
+      metrics = {'accuracy': jnp.mean(losses.top1_correct(labels, logits[0]))}
+      if method.explore is not None:
+        teacher_generated = labeler_outputs[1][0]
+        generated_loss = losses.distillation_loss(
+            teacher_generated, logits[1], temperature)
+        metrics.update(
+            real_loss=task, generated_loss=generated_loss,
+            generated_agreement=jnp.mean(
+                jnp.argmax(logits[1], -1) == jnp.argmax(teacher_generated,
+                                                        -1)))
+        task = task + distill.generated_weight * generated_loss
+      total = task_weight * task
+      for term, term_inputs in zip(terms, prepared):
+        value = term.loss(term_inputs, features)
+        metrics[f'{term.name}/distance'] = value
+        total = total + term.weight * value
+      if terms:
+        metrics['task_loss'] = task
+      return total, (metrics, batch_stats)
 
-    return _update_student(models, state, loss_fn, teachers,
-                           [real, generated], batch['label'])
+    (loss, (metrics, batch_stats)), grads = jax.value_and_grad(
+        objective, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    term_states = dict(state.terms)
+    for term, term_inputs in zip(terms, prepared):
+      term_states[term.name], term_metrics = term.update(
+          state.terms[term.name], term_inputs)
+      metrics.update({f'{term.name}/{k}': v for k, v in term_metrics.items()})
+    new_state = state.replace(
+        step=state.step + 1, params=optax.apply_updates(state.params, updates),
+        batch_stats=batch_stats, opt_state=opt_state, terms=term_states)
+    return new_state, {'loss': loss, **metrics}
 
   return step
 
 
-def make_train_step(method: str, models: StepModels, config) -> StepFn:
-  """The (unjitted) step of `method`; a ValueError lists the known ones."""
-  builders = {
-      'onehot': make_onehot_step,
-      'kd': make_kd_step,
-      'tgt_random': lambda m, c: make_tgt_step(m, c, _explore_random),
-      'tgt_gradient': lambda m, c: make_tgt_step(m, c, _explore_gradient),
-      'tgt_prior': lambda m, c: make_tgt_step(m, c, _explore_prior),
-  }
-  if method not in builders:
-    raise ValueError(f'Unknown method {method!r} in config.methods; choose '
-                     f'from {METHODS}.')
-  return builders[method](models, config)
+def jit_train_step(method_name: str, student: classifier_lib.Classifier,
+                   tx: optax.GradientTransformation,
+                   config: ml_collections.ConfigDict, mesh,
+                   terms: Sequence[Any] = (), donate: bool = True) -> StepFn:
+  """`make_train_step`, jitted over `mesh`: replicated state and outputs,
+  the batch split along 'data'; the input state is donated unless told."""
+  replicated = sharding.replicated(mesh)
+  return jax.jit(make_train_step(method_name, student, tx, config, terms),
+                 out_shardings=(replicated, replicated),
+                 donate_argnums=0 if donate else ())
 
 
-def explore_latents(method: str, models: StepModels, state: TrainState,
-                    teachers, unit_images, rng, config) -> jax.Array:
-  """The latents a TGT method would decode for these real images."""
-  explore = {'tgt_random': _explore_random, 'tgt_gradient': _explore_gradient,
-             'tgt_prior': _explore_prior}[method]
-  return explore(models, state, teachers,
-                 models.encode(teachers, unit_images), rng, config)
+def explored_latents(method_name: str, student: classifier_lib.Classifier,
+                     variables: dict[str, Any], teachers, unit_images,
+                     rng: jax.Array,
+                     config: ml_collections.ConfigDict) -> jax.Array:
+  """The latents `method_name` would decode for these real images, as its
+  step computes them (for sample grids and tests)."""
+  method = methods.get(method_name)
+  inputs = methods.ExploreInputs(
+      teachers=teachers,
+      student_logits=lambda x: student.apply(variables, x, train=False)[0],
+      rng=rng, num_examples=unit_images.shape[0], config=config)
+  start = teachers.encode(unit_images) if method.encodes else None
+  return method.explore(start, inputs)

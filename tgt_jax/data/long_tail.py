@@ -98,8 +98,8 @@ def long_tail_subset(labels: np.ndarray, counts: np.ndarray,
   return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
-def shot_groups(train_counts: np.ndarray, many_threshold: int,
-                few_threshold: int) -> dict[str, np.ndarray]:
+def shot_groups(train_counts: np.ndarray, many_threshold: float,
+                few_threshold: float) -> dict[str, np.ndarray]:
   """Splits classes into many-, medium- and few-shot groups by train count.
 
   With the usual thresholds (100, 20): many-shot classes have more than 100
@@ -132,6 +132,30 @@ def shot_groups(train_counts: np.ndarray, many_threshold: int,
       'medium': np.flatnonzero(~is_many & ~is_few).astype(np.int64),
       'few': np.flatnonzero(is_few).astype(np.int64),
   }
+
+
+def default_shot_thresholds(train_counts: np.ndarray) -> tuple[float, float]:
+  """(many, few) thresholds that follow the head class's size [ours].
+
+  Geometric thirds of the count range from head h to tail t: many-shot
+  classes have more than h / r^(1/3) images, few-shot fewer than
+  h / r^(2/3), with r = h / t. On an exponential profile each group then
+  holds about a third of the classes; on the digits demo (130 down to 3) it
+  gives the demo's own groups, and a balanced set is all medium-shot.
+  """
+  counts = np.asarray(train_counts, np.float64)
+  head, tail = counts.max(), max(counts.min(), 1.0)
+  ratio = head / tail
+  return head / ratio**(1 / 3), head / ratio**(2 / 3)
+
+
+def shot_groups_for(train_counts: np.ndarray,
+                    shot_config: Mapping) -> dict[str, np.ndarray]:
+  """`shot_groups` with the config's thresholds, or the default ones."""
+  many, few = shot_config['many_threshold'], shot_config['few_threshold']
+  if many is None:
+    many, few = default_shot_thresholds(train_counts)
+  return shot_groups(train_counts, many, few)
 
 
 def group_accuracies(per_class_accuracy: np.ndarray,

@@ -52,6 +52,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from tgt_jax.data import dataset as dataset_lib
 from tgt_jax.data import long_tail
 
 DATASET_NAMES = ('fake', 'places_lt', 'imagenet_lt', 'sun_lt')
@@ -66,9 +67,7 @@ SUN_LT_SPLIT_FILES = {split: f'SUN_LT_{split}.txt'
 SUN_LT_CLASSES_FILE = 'SUN_LT_classes.txt'
 
 
-class DataUnavailableError(FileNotFoundError):
-  """The data a config names are not on disk; the message says how to get
-  them."""
+DataUnavailableError = dataset_lib.DataUnavailableError
 
 
 # ---------------------------------------------------------------------------
@@ -165,7 +164,7 @@ def resize_and_centre_crop(image: tf.Tensor, size: int,
 
 
 # ---------------------------------------------------------------------------
-# The dataset object the training stages use.
+# The dataset the training stages use.
 # ---------------------------------------------------------------------------
 
 
@@ -176,7 +175,7 @@ class TrainBatches:
   step (a resume, a restart) rebuilds the stream at that step.
   """
 
-  def __init__(self, data: 'LongTailData', batch_size: int, seed: int,
+  def __init__(self, data: 'StreamingDataset', batch_size: int, seed: int,
                process_index: int, process_count: int):
     if batch_size % process_count:
       raise ValueError(f'batch_size={batch_size} is not divisible by the '
@@ -191,7 +190,7 @@ class TrainBatches:
 
   def dataset(self, start_step: int) -> tf.data.Dataset:
     """The stream of local batches from `start_step` on (infinite)."""
-    data, source = self._data, self._data.train
+    data, source = self._data, self._data.sources['train']
     index, count = self._process_index, self._process_count
     shard_size = source.count(index, count)
     if shard_size < 1:
@@ -233,18 +232,21 @@ class TrainBatches:
 
 
 @dataclasses.dataclass(frozen=True)
-class LongTailData:
-  """A long-tail benchmark: streaming train split, balanced test split.
+class StreamingDataset(dataset_lib.Dataset):
+  """A long-tail benchmark: streaming train split, balanced eval splits.
 
-  The teachers and the student all learn from the long-tail train split
-  ([ours]: the paper's labeler data are not known to us).
+  `sources` holds 'train' and 'test' (and 'val' where the benchmark has
+  one). The teachers and the student all learn from the long-tail train
+  split ([ours]: the paper's labeler data are not known to us), so both
+  subsets are the train split. Training batches are augmented by
+  random-resized crops and flips whatever `augment` says: streams exist for
+  the paper's benchmarks, whose recipe augments.
   """
   name: str
   class_names: tuple[str, ...]
   train_class_counts: np.ndarray
   shot_groups: dict[str, np.ndarray]
-  train: Source
-  test: Source
+  sources: dict[str, Source]
   image_size: int
   min_crop_area: float = 0.08
   eval_crop_fraction: float = 0.875
@@ -255,39 +257,47 @@ class LongTailData:
       default_factory=dict, compare=False, repr=False)
 
   @property
-  def num_classes(self) -> int:
-    return len(self.class_names)
-
-  @property
-  def num_train_examples(self) -> int:
-    return int(self.train.count(0, 1))
-
-  @property
-  def num_test_examples(self) -> int:
-    return int(self.test.count(0, 1))
+  def image_shape(self) -> tuple[int, int, int]:
+    return (self.image_size, self.image_size, 3)
 
   @property
   def student_class_counts(self) -> np.ndarray:
     return self.train_class_counts
 
+  def num_examples(self, subset: str) -> int:
+    dataset_lib.check_subset(subset)
+    return int(self.sources['train'].count(0, 1))
+
   def train_shard(self, index: int, count: int) -> tf.data.Dataset:
     """This process's train examples, undecoded, cached as configured."""
+    source = self.sources['train']
     if (index, count) not in self._train_shards:
-      shard = _read_exactly(self.train, index, count)
-      if self.train.cache:
-        shard = shard.cache('' if self.train.cache == 'memory' else
-                            f'{self.train.cache}_train_{index}of{count}')
+      shard = _read_exactly(source, index, count)
+      if source.cache:
+        shard = shard.cache('' if source.cache == 'memory' else
+                            f'{source.cache}_train_{index}of{count}')
       self._train_shards[index, count] = shard
     return self._train_shards[index, count]
 
-  def train_batches(self, batch_size: int, seed: int,
+  def train_batches(self, subset: str, batch_size: int, seed: int,
+                    augment: bool = True,
                     process_index: Optional[int] = None,
                     process_count: Optional[int] = None) -> TrainBatches:
     """`batch_for_step` for this process (default: JAX's process)."""
+    del augment  # Streams always crop and flip (see the class docstring).
+    dataset_lib.check_subset(subset)
     index, count = _process(process_index, process_count)
     return TrainBatches(self, batch_size, seed, index, count)
 
-  def eval_dataset(self, batch_size: int, process_index: Optional[int] = None,
+  def _eval_source(self, split: str) -> Source:
+    if split not in self.sources or split == 'train':
+      raise ValueError(
+          f'{self.name} has no {split!r} split to evaluate on; it has '
+          f'{sorted(s for s in self.sources if s != "train")}.')
+    return self.sources[split]
+
+  def eval_dataset(self, split: str, batch_size: int,
+                   process_index: Optional[int] = None,
                    process_count: Optional[int] = None) -> tf.data.Dataset:
     """This process's rows of every eval batch, padded, with a 'mask'.
 
@@ -295,23 +305,23 @@ class LongTailData:
     step runs in lockstep); rows beyond a shard's end are zeros with mask
     False.
     """
+    source = self._eval_source(split)
     index, count = _process(process_index, process_count)
     if batch_size % count:
       raise ValueError(f'eval batch_size={batch_size} is not divisible by '
                        f'the number of processes ({count}).')
     local_batch = batch_size // count
-    shard_size = self.test.count(index, count)
-    num_batches = -(-max(self.test.count(i, count) for i in range(count)) //
+    shard_size = source.count(index, count)
+    num_batches = -(-max(source.count(i, count) for i in range(count)) //
                     local_batch)
-    kind = self.test.kind
 
     def preprocess(example):
-      image = resize_and_centre_crop(_decode(example['image'], kind),
+      image = resize_and_centre_crop(_decode(example['image'], source.kind),
                                      self.image_size, self.eval_crop_fraction)
       return {'image': image, 'label': tf.cast(example['label'], tf.int32),
               'mask': tf.constant(True)}
 
-    stream = _read_exactly(self.test, index, count).map(
+    stream = _read_exactly(source, index, count).map(
         preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     padding = num_batches * local_batch - shard_size
     if padding:
@@ -321,38 +331,27 @@ class LongTailData:
           'mask': tf.constant(False)}).repeat(padding))
     return stream.batch(local_batch).prefetch(tf.data.AUTOTUNE)
 
-  def eval_batches(self, batch_size: int,
+  def eval_batches(self, split: str, batch_size: int,
                    process_index: Optional[int] = None,
                    process_count: Optional[int] = None
                    ) -> Iterator[dict[str, np.ndarray]]:
     """Iterates `eval_dataset` as numpy: 'image' uint8, 'label', 'mask'."""
-    return self.eval_dataset(batch_size, process_index,
+    return self.eval_dataset(split, batch_size, process_index,
                              process_count).as_numpy_iterator()
 
-  def materialize(self, max_examples: int = 20_000):
-    """The whole dataset in memory as `pipeline.ClassificationData`.
-
-    Eval preprocessing for both splits (the in-memory trainer augments by
-    itself). Meant for 'fake' and other tiny sets: it refuses more than
-    `max_examples` images.
-    """
-    from tgt_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-    total = self.num_train_examples + self.num_test_examples
-    if total > max_examples:
-      raise ValueError(f'{self.name} has {total} images; materialize() is for'
-                       f' sets of at most {max_examples}. Stream it instead.')
-    arrays = {}
-    for split, source in (('train', self.train), ('test', self.test)):
-      data = dataclasses.replace(self, test=source)
-      batches = list(data.eval_batches(256, 0, 1))
-      images = np.concatenate([b['image'][b['mask']] for b in batches])
-      labels = np.concatenate([b['label'][b['mask']] for b in batches])
-      arrays[split] = (images, labels.astype(np.int32))
-    return pipeline.ClassificationData(
-        train_images=arrays['train'][0], train_labels=arrays['train'][1],
-        test_images=arrays['test'][0], test_labels=arrays['test'][1],
-        student_indices=np.arange(len(arrays['train'][1])),
-        class_names=self.class_names, shot_groups=self.shot_groups)
+  def grid_examples(self, num: int,
+                    max_batches: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Process 0's view of the first test batches: the same everywhere."""
+    found = {}
+    for index, batch in enumerate(self.eval_batches('test', 256, 0, 1)):
+      for image, label, mask in zip(batch['image'], batch['label'],
+                                    batch['mask']):
+        if mask and label < num and int(label) not in found:
+          found[int(label)] = image
+      if len(found) == num or index + 1 >= max_batches:
+        break
+    labels = np.asarray(sorted(found), np.int32)
+    return np.stack([found[c] for c in labels]), labels
 
 
 def _process(index: Optional[int], count: Optional[int]) -> tuple[int, int]:
@@ -388,9 +387,9 @@ def _fake_split(counts: np.ndarray, source_size: int,
 
 
 def load_fake(dataset_config: ml_collections.ConfigDict,
-              shot_config: ml_collections.ConfigDict) -> LongTailData:
+              shot_config: ml_collections.ConfigDict) -> StreamingDataset:
   """Random long-tail data: exponential train counts, balanced test split."""
-  rng = np.random.default_rng(dataset_config.get('fake_seed', 0))
+  rng = np.random.default_rng(dataset_config.fake_seed)
   num_classes = dataset_config.fake_num_classes
   train_counts = long_tail.exponential_class_counts(
       num_classes, dataset_config.fake_max_count,
@@ -398,24 +397,26 @@ def load_fake(dataset_config: ml_collections.ConfigDict,
   train = _fake_split(train_counts, dataset_config.fake_source_size, rng)
   test = _fake_split(np.full(num_classes, dataset_config.fake_test_per_class),
                      dataset_config.fake_source_size, rng)
-  return _long_tail_data(
+  val = _fake_split(np.full(num_classes, dataset_config.fake_test_per_class),
+                    dataset_config.fake_source_size, rng)
+  return _streaming_dataset(
       'fake', dataset_config, shot_config,
       class_names=tuple(f'class_{c}' for c in range(num_classes)),
-      train_labels=train[1], train=fake_source(*train),
-      test=fake_source(*test))
+      train_labels=train[1],
+      sources={'train': fake_source(*train), 'test': fake_source(*test),
+               'val': fake_source(*val)})
 
 
-def _long_tail_data(name, dataset_config, shot_config, *, class_names,
-                    train_labels, train, test) -> LongTailData:
+def _streaming_dataset(name, dataset_config, shot_config, *, class_names,
+                       train_labels, sources) -> StreamingDataset:
   counts = np.bincount(train_labels, minlength=len(class_names))
-  return LongTailData(
+  return StreamingDataset(
       name=name, class_names=tuple(class_names), train_class_counts=counts,
-      shot_groups=long_tail.shot_groups(counts, shot_config.many_threshold,
-                                        shot_config.few_threshold),
-      train=train, test=test, image_size=dataset_config.image_size,
-      min_crop_area=dataset_config.get('min_crop_area', 0.08),
-      eval_crop_fraction=dataset_config.get('eval_crop_fraction', 0.875),
-      shuffle_buffer=dataset_config.get('shuffle_buffer', 16_384))
+      shot_groups=long_tail.shot_groups_for(counts, shot_config),
+      sources=sources, image_size=dataset_config.image_size,
+      min_crop_area=dataset_config.min_crop_area,
+      eval_crop_fraction=dataset_config.eval_crop_fraction,
+      shuffle_buffer=dataset_config.shuffle_buffer)
 
 
 # ---------------------------------------------------------------------------
@@ -469,14 +470,14 @@ IMAGENET_LT_HOW_TO = (
 
 
 def load_imagenet_lt(dataset_config: ml_collections.ConfigDict,
-                     shot_config: ml_collections.ConfigDict) -> LongTailData:
+                     shot_config: ml_collections.ConfigDict) -> StreamingDataset:
   """TFDS imagenet_lt: long-tail train split, 50,000-image balanced test."""
   builder = _tfds_builder('imagenet_lt', dataset_config, IMAGENET_LT_HOW_TO)
   class_names = tuple(builder.info.features['label'].names)
   # Counted by reading, not taken from the TFDS metadata, so that the epoch
   # arithmetic rests on what the files really hold.
   labels = {split: _tfds_labels(builder, split, dataset_config)
-            for split in ('train', 'test')}
+            for split in ('train', 'validation', 'test')}
 
   def source(split):
     def read(index, count):
@@ -484,18 +485,21 @@ def load_imagenet_lt(dataset_config: ml_collections.ConfigDict,
           lambda e: {'image': e['image'], 'label': e['label']})
 
     return Source(read=read, count=_even_count(len(labels[split])),
-                  kind='encoded', cache=dataset_config.get('cache', ''))
+                  kind='encoded',
+                  cache=dataset_config.cache if split == 'train' else '')
 
-  return _long_tail_data('imagenet_lt', dataset_config, shot_config,
-                         class_names=class_names,
-                         train_labels=labels['train'], train=source('train'),
-                         test=source('test'))
+  # ImageNet-LT's val split is TFDS's 'validation' (20 images a class).
+  return _streaming_dataset(
+      'imagenet_lt', dataset_config, shot_config, class_names=class_names,
+      train_labels=labels['train'],
+      sources={'train': source('train'), 'val': source('validation'),
+               'test': source('test')})
 
 
 def _tfds_labels(builder, split: str,
                  dataset_config: ml_collections.ConfigDict) -> np.ndarray:
   """All labels of a TFDS split, cached as .npy after the first pass."""
-  cache_dir = dataset_config.get('cache_dir', '') or os.path.join(
+  cache_dir = dataset_config.cache_dir or os.path.join(
       builder.data_dir, 'tgt_jax_cache')
   path = os.path.join(cache_dir, f'{builder.name}_{split}_labels.npy')
   if os.path.exists(path):
@@ -585,7 +589,7 @@ def filtered_tfds_source(read_all: Callable[[], tf.data.Dataset],
 
 
 def load_places_lt(dataset_config: ml_collections.ConfigDict,
-                   shot_config: ml_collections.ConfigDict) -> LongTailData:
+                   shot_config: ml_collections.ConfigDict) -> StreamingDataset:
   """Places-LT from TFDS places365_small and the shipped lists."""
   builder = _tfds_builder('places365_small', dataset_config, PLACES_HOW_TO)
   class_names = tuple(builder.info.features['label'].names)
@@ -600,11 +604,12 @@ def load_places_lt(dataset_config: ml_collections.ConfigDict,
         lambda: _read_tfds(builder, tfds_split, 0, 1, even=False),
         filenames, labels, cache), labels
 
-  train, train_labels = source('train', dataset_config.get('cache', 'memory'))
-  test, _ = source(dataset_config.get('eval_split', 'test'), '')
-  return _long_tail_data('places_lt', dataset_config, shot_config,
-                         class_names=class_names, train_labels=train_labels,
-                         train=train, test=test)
+  train, train_labels = source('train', dataset_config.cache)
+  return _streaming_dataset(
+      'places_lt', dataset_config, shot_config, class_names=class_names,
+      train_labels=train_labels,
+      sources={'train': train, 'val': source('val', '')[0],
+               'test': source('test', '')[0]})
 
 
 # ---------------------------------------------------------------------------
@@ -627,7 +632,7 @@ SUN_LT_HOW_TO = (
 
 
 def load_sun_lt(dataset_config: ml_collections.ConfigDict,
-                shot_config: ml_collections.ConfigDict) -> LongTailData:
+                shot_config: ml_collections.ConfigDict) -> StreamingDataset:
   """SUN-LT from `dataset.data_dir` (images) and `dataset.split_dir`."""
   images_dir, split_dir = dataset_config.data_dir, dataset_config.split_dir
   missing = [p for p in [images_dir, split_dir]
@@ -662,10 +667,11 @@ def load_sun_lt(dataset_config: ml_collections.ConfigDict,
                   kind='path'), labels
 
   train, train_labels = source('train')
-  test, _ = source(dataset_config.get('eval_split', 'test'))
-  return _long_tail_data('sun_lt', dataset_config, shot_config,
-                         class_names=class_names, train_labels=train_labels,
-                         train=train, test=test)
+  return _streaming_dataset(
+      'sun_lt', dataset_config, shot_config, class_names=class_names,
+      train_labels=train_labels,
+      sources={'train': train, 'val': source('val')[0],
+               'test': source('test')[0]})
 
 
 # ---------------------------------------------------------------------------
@@ -673,7 +679,7 @@ def load_sun_lt(dataset_config: ml_collections.ConfigDict,
 # ---------------------------------------------------------------------------
 
 
-def load_long_tail_data(config: ml_collections.ConfigDict) -> LongTailData:
+def load(config: ml_collections.ConfigDict) -> StreamingDataset:
   """The benchmark `config.dataset.name` names, checked to exist on disk.
 
   Raises:
@@ -687,18 +693,4 @@ def load_long_tail_data(config: ml_collections.ConfigDict) -> LongTailData:
   if name not in loaders:
     raise ValueError(f'Unknown streaming dataset {name!r}; choose one of '
                      f'{DATASET_NAMES}.')
-  data = loaders[name](config.dataset, config.shot_groups)
-  logging.info('%s: %d classes, %d train / %d test images; shot groups %s.',
-               name, data.num_classes, data.num_train_examples,
-               data.num_test_examples,
-               {k: len(v) for k, v in data.shot_groups.items()})
-  return data
-
-
-def describe(data: LongTailData) -> dict[str, Any]:
-  """A JSON-ready summary (for logs and results)."""
-  return {'name': data.name, 'num_classes': data.num_classes,
-          'num_train_examples': data.num_train_examples,
-          'num_test_examples': data.num_test_examples,
-          'shot_groups': {k: len(v) for k, v in data.shot_groups.items()}}
-
+  return loaders[name](config.dataset, config.shot_groups)

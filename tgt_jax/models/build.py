@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from tgt_jax.models import bigbigan
+from tgt_jax.models import classifier as classifier_lib
 from tgt_jax.models import resnet
 
 COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -26,12 +27,19 @@ def compute_dtype(config: ml_collections.ConfigDict) -> Any:
 
 
 def classifier(model_config: ml_collections.ConfigDict, num_classes: int,
-               dtype: Any = jnp.float32) -> resnet.ResNet:
-  """Student or teacher labeler: both are the one ResNet family."""
-  return resnet.create_resnet(
+               dtype: Any = jnp.float32) -> classifier_lib.Classifier:
+  """Student or teacher labeler: the one ResNet family and its input recipe.
+
+  `model_config` is a resolved `student` or `teacher_labeler` section.
+  """
+  network = resnet.create_resnet(
       model_config.depth, num_classes,
       width_multiplier=model_config.width_multiplier,
       small_image_stem=model_config.small_image_stem, dtype=dtype)
+  return classifier_lib.Classifier(
+      network=network, image_size=model_config.image_size,
+      mean=tuple(model_config.mean), std=tuple(model_config.std),
+      channel_order=model_config.channel_order)
 
 
 def generator(gen_config: ml_collections.ConfigDict, spectral_norm: bool,

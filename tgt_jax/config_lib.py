@@ -1,0 +1,648 @@
+"""The one config schema every experiment overrides, and what follows from it.
+
+`base_config()` holds every field a run reads, with defaults. The experiment
+files in `configs/` start from it and override what differs (the digits demo,
+image folders, the paper's long-tail benchmarks). Fields left `None` are
+derived from the dataset by `resolve()`, which every program calls once,
+after the command line's `--config.<field>` overrides:
+
+  student.image_size, teacher_labeler.image_size   <- dataset.image_size
+  student/teacher_labeler.small_image_stem          <- image_size < 64
+  student/teacher_labeler.mean, .std                <- 0.5 per channel
+  teacher_generator.channels                        <- dataset.channels
+  teacher_generator.image_size                      <- the smallest 4 * 2^k
+                                                       >= dataset.image_size
+  teacher_generator.channel_multipliers             <- one GBlock per
+                                                       doubling from 4x4
+  teacher_generator.attention_resolution            <- image_size // 2 (>= 8)
+  teacher_generator.encoder_image_size              <- dataset.image_size
+  teacher_generator.encoder_small_image_stem        <- its size < 64
+  teacher_generator.discriminator_channel_multipliers <- one DBlock per halving
+  dataset.max_shift                                 <- dataset.image_size // 8
+  shot_groups.*_threshold                           <- from the student's
+                                                       class counts (data)
+
+`check_consistency()` then fails, naming the fields, on a combination that
+cannot work (e.g. a student input size other than the pipeline's, or a
+mean/std of the wrong length), so nothing is ever resized or reshaped
+silently. Set a derived field explicitly to override it.
+
+Tags in comments: [paper] stated in the TGT paper, [ext] another primary
+source, [ours] our choice (the paper's Table 6 values were not available to
+us).
+"""
+
+from typing import Any
+
+import ml_collections
+from ml_collections import config_dict
+
+# Table 6 of the paper lists these rows; every paper config sets each one
+# with a comment naming its source.
+TABLE_6_FIELDS = (
+    'num_epochs', 'optimizer', 'schedule', 'warmup_epochs',
+    'peak_learning_rate', 'batch_size', 'teacher_labeler.image_size',
+    'teacher_generator.image_size', 'student.image_size', 'exploration.sigma',
+    'exploration.step_size', 'exploration.num_steps')
+
+# Below this input size the ImageNet stem (7x7/2 conv, 3x3/2 max-pool)
+# would leave too few pixels for four stages; a 3x3/1 stem is used instead.
+SMALL_IMAGE_STEM_BELOW = 64
+# Widest generator stage, in units of base_channels (BigGAN-128's 16).
+MAX_CHANNEL_MULTIPLIER = 16
+
+
+def _classifier(depth: int, width_multiplier: float
+                ) -> ml_collections.ConfigDict:
+  """A ResNet classifier (student or labeler) and its input recipe."""
+  model = ml_collections.ConfigDict()
+  model.depth = depth  # 18, 34, 50, 101 or 152.
+  model.width_multiplier = width_multiplier  # Stage widths 64 * 2^i * this.
+  model.small_image_stem = config_dict.placeholder(bool)  # None: derived.
+  model.image_size = config_dict.placeholder(int)  # None: dataset's.
+  model.mean = config_dict.placeholder(tuple)  # Unit range, per channel.
+  model.std = config_dict.placeholder(tuple)
+  model.channel_order = 'rgb'  # 'bgr' for Caffe-style checkpoints.
+  # Layout options that converted checkpoints need (models/resnet.py);
+  # the defaults are this codebase's ResNet v1.5.
+  model.conv_bias = False
+  model.strided_conv = '3x3'  # Bottleneck conv that strides: '3x3' | '1x1'.
+  model.stride_placement = 'first'  # Unit of a stage that strides.
+  model.strided_padding = 'same'  # Strided 3x3 convs: 'same' | 'symmetric'.
+  model.batch_norm_epsilon = 1e-5
+  return model
+
+
+def _recipe(section: ml_collections.ConfigDict, *, num_epochs: float,
+            batch_size: int, peak_learning_rate: float,
+            warmup_epochs: float, weight_decay: float) -> None:
+  """The optimisation fields of a trained classifier (Table 6 rows)."""
+  section.num_epochs = num_epochs
+  section.batch_size = batch_size  # Global, real images per step.
+  section.optimizer = 'sgd'  # 'sgd' (Nesterov) | 'adamw'.
+  section.momentum = 0.9
+  # 'cosine': linear warm-up then cosine decay to 0; 'step': warm-up, then
+  # the rate times decay_factor at each of decay_epochs; 'constant'.
+  section.schedule = 'cosine'
+  section.warmup_epochs = warmup_epochs
+  section.peak_learning_rate = peak_learning_rate
+  section.weight_decay = weight_decay  # On kernels only, not BN or biases.
+  section.decay_epochs = ()  # 'step' only.
+  section.decay_factor = 0.1  # 'step' only.
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every field a run reads, with the small-data defaults of the demo."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  # The students a run trains, in order; the method table is
+  # tgt_jax/methods.py (tgt_prior, an ablation, is not run by default).
+  config.methods = ('onehot', 'kd', 'tgt_random', 'tgt_gradient')
+  # Compute dtype of every network ('float32' | 'bfloat16'); parameters,
+  # BatchNorm statistics, logits and latents stay float32.
+  config.dtype = 'float32'
+
+  config.dataset = ml_collections.ConfigDict()
+  # 'digits' (bundled) | 'image_folder' | 'imagenet_lt' | 'places_lt' |
+  # 'sun_lt' | 'fake' (random, for smoke runs).
+  config.dataset.name = 'digits'
+  config.dataset.root = ''  # image_folder: ROOT/{train,test}/<class>/*.
+  config.dataset.data_dir = ''  # TFDS data_dir, or sun_lt's images folder.
+  config.dataset.split_dir = ''  # sun_lt: the exported DRAGON lists.
+  config.dataset.cache_dir = ''  # TFDS label caches (default in data_dir).
+  # What the input pipeline delivers: the student's input size.
+  config.dataset.image_size = 8
+  config.dataset.channels = 1
+  config.dataset.test_per_class = 40  # digits: balanced test split.
+  config.dataset.split_seed = 0  # digits: the test split never moves.
+  config.dataset.on_decode_error = 'error'  # image_folder: 'error' | 'skip'.
+  # In-memory augmentation of training images [ours]: a random crop within
+  # max_shift pixels of zero padding (None: image_size // 8) and, if flip,
+  # random horizontal flips. Streams use random-resized crops and flips.
+  config.dataset.max_shift = config_dict.placeholder(int)
+  config.dataset.flip = False
+  config.dataset.eval_split = 'test'  # 'test' | 'val' (streams).
+  config.dataset.cache = ''  # Streams: '' | 'memory' | a file prefix.
+  config.dataset.shuffle_buffer = 16_384  # Streams: images per process.
+  config.dataset.min_crop_area = 0.08  # Streams [ext: Inception crops].
+  config.dataset.eval_crop_fraction = 0.875  # Streams: 224 of 256 [ext].
+
+  config.long_tail = ml_collections.ConfigDict()
+  config.long_tail.enabled = True  # Draw an exponential subset of train.
+  config.long_tail.imbalance_factor = 50.0  # Head count / tail count.
+  config.long_tail.max_count = 0  # Head class; 0: the smallest class's size.
+  config.long_tail.seed = 0  # Which images are kept; fixed across seeds.
+
+  # many: > many_threshold student train images; few: < few_threshold.
+  # None [ours]: geometric thirds of the counts from head h to tail t,
+  # many > h / r^(1/3) and few < h / r^(2/3) with r = h / t (for the OLTR
+  # benchmarks set 100 / 20 [ext]).
+  config.shot_groups = ml_collections.ConfigDict()
+  config.shot_groups.many_threshold = config_dict.placeholder(float)
+  config.shot_groups.few_threshold = config_dict.placeholder(float)
+
+  # The student: the compact model TGT trains.
+  config.student = _classifier(depth=18, width_multiplier=0.125)
+  # Its optimisation: the Table 6 rows, at the top level as in the paper.
+  _recipe(config, num_epochs=150.0, batch_size=64, peak_learning_rate=0.1,
+          warmup_epochs=5.0, weight_decay=5e-4)
+
+  # The teacher labeler: a stronger classifier than the student, trained
+  # here with its own recipe and initialisation, restored from a finished
+  # stage (`checkpoint`), or fine-tuned from a converted checkpoint
+  # (`init_checkpoint`, see tgt_jax/convert_keras_resnet.py).
+  config.teacher_labeler = _classifier(depth=18, width_multiplier=0.25)
+  config.teacher_labeler.checkpoint = ''
+  config.teacher_labeler.init_checkpoint = ''
+  _recipe(config.teacher_labeler, num_epochs=40.0, batch_size=64,
+          peak_learning_rate=0.1, warmup_epochs=2.0, weight_decay=5e-4)
+
+  # The teacher generator: BigBiGAN's encoder E and generator G, converted
+  # from TF-Hub (`pretrained_checkpoint`, the paper's) or trained here.
+  gen = config.teacher_generator = ml_collections.ConfigDict()
+  gen.pretrained_checkpoint = ''  # A tgt_jax.convert_bigbigan output.
+  gen.checkpoint = ''  # A finished generator stage to reuse.
+  gen.image_size = config_dict.placeholder(int)  # G's output side.
+  gen.channels = config_dict.placeholder(int)
+  gen.latent_dim = 24
+  gen.base_channels = 16
+  gen.channel_multipliers = config_dict.placeholder(tuple)
+  gen.embedding_dim = 16
+  gen.attention_resolution = config_dict.placeholder(int)  # 0: none.
+  gen.encoder_image_size = config_dict.placeholder(int)
+  gen.encoder_depth = 18
+  gen.encoder_width_multiplier = 0.25
+  gen.encoder_small_image_stem = config_dict.placeholder(bool)
+  gen.encoder_head_hidden = (128,)
+  # Which unit of each encoder stage strides, and how strided convs pad:
+  # the hub module's are not public; `convert_bigbigan --verify_with_hub`
+  # reports the combination that matches (docs/paper_scale.md).
+  gen.encoder_stride_placement = 'first'
+  gen.encoder_strided_padding = 'same'
+  # Only to train a generator here (the demo): the discriminator and the
+  # optimisation.
+  gen.discriminator_base_channels = 16
+  gen.discriminator_channel_multipliers = config_dict.placeholder(tuple)
+  gen.discriminator_latent_hidden = (128, 128)
+  gen.discriminator_joint_hidden = (256,)
+  gen.num_epochs = 50.0
+  gen.batch_size = 64
+  gen.learning_rate = 2e-4  # Adam, as BigGAN [ext].
+  gen.discriminator_learning_rate = 2e-4
+  gen.adam_b1 = 0.0  # BigGAN's betas [ext].
+  gen.adam_b2 = 0.999
+  # [ours] Not BigBiGAN: L1 of G(E(x)) - x and L2 of E(G(z)) - z, which make
+  # a small model's E and G inverses within minutes; 0 turns them off.
+  gen.reconstruction_weight = 100.0
+  gen.latent_reconstruction_weight = 1.0
+
+  # Distillation targets (kd and every TGT method, so that TGT differs from
+  # kd only by the generated samples) [ours].
+  config.distill = ml_collections.ConfigDict()
+  config.distill.temperature = 1.0  # tau, with the usual tau^2 factor.
+  config.distill.alpha = 1.0  # Weight of the labeler's soft label.
+  config.distill.generated_weight = 1.0  # lambda on generated images.
+
+  # Exploration of the latent (Table 6 rows sigma, eta, num steps).
+  config.exploration = ml_collections.ConfigDict()
+  config.exploration.sigma = 0.5  # Isotropic perturbation scale.
+  config.exploration.step_size = 1.0  # eta, the length of each step.
+  config.exploration.num_steps = 1
+  config.exploration.normalize = True  # z += eta * g / ||g||.
+  config.exploration.init_sigma = 0.0  # Noise before the gradient steps.
+  # True: g differentiates CE(h(G(z)), f(G(z))) through both the labeler h
+  # and the student f (the documented rule); False: h's probabilities are a
+  # fixed target at each z and only f's path is differentiated.
+  config.exploration.labeler_gradient = True
+  # E(x) of every student image: 'auto' encodes each image once and keeps
+  # it where that is exact (in-memory data, no augmentation), else encodes
+  # every step; 'always' keeps E of the un-augmented image; 'never'.
+  config.exploration.cache_latents = 'auto'
+
+  # Embedding distillation (Ding & Lerch 2024 on EAsT), an extra loss term
+  # on any method: (1 - w) * task + w * D(student features, t(e)).
+  config.embedding_distill = ml_collections.ConfigDict()
+  # 'none' | 'raw' (EAsT) | 'compressed' (Ding & Lerch) |
+  # 'random_projection' (ours: g fixed at its random initialisation).
+  config.embedding_distill.mode = 'none'
+  config.embedding_distill.weight = 0.6  # [paper] EAsT's w range 0.6..0.9.
+  # [paper] EAsT's distance correlation; 'cosine_gram' (EAsT's other) or
+  # 'projected_mse' (ours: with a trained student projection).
+  config.embedding_distill.distance = 'distance_correlation'
+  config.embedding_distill.compressed_dim = 32  # [ours] d_c.
+  config.embedding_distill.pretrain_steps = 0  # [ours] 0: g trains jointly.
+  # [ours] Adam for g and its head; EAsT trains with 1e-4 over far more
+  # steps than the demo's.
+  config.embedding_distill.teacher_learning_rate = 1e-3
+
+  config.log_every_steps = 100
+  config.checkpoint_every_steps = 500
+  config.eval_batch_size = 256
+  config.num_grid_samples = 10  # Columns of samples.png.
+  return config
+
+
+# ---------------------------------------------------------------------------
+# Config-string arguments, big_vision style: 'root=DIR,size=64,quick=True'.
+# ---------------------------------------------------------------------------
+
+
+def _parse_value(text: str, default: Any) -> Any:
+  if isinstance(default, bool):
+    if text.lower() not in ('true', 'false', '1', '0'):
+      raise ValueError(f'expected True or False, got {text!r}')
+    return text.lower() in ('true', '1')
+  if default is None or isinstance(default, str):
+    return text
+  return type(default)(text)
+
+
+def parse_arg(arg: str, **defaults: Any) -> ml_collections.ConfigDict:
+  """Parses a config file's argument 'k1=v1,k2=v2' (or 'flag' for True).
+
+  Every key must be one of `defaults`, whose values give the types; a bare
+  word sets a bool key to True. Raises a ValueError naming the known keys.
+  """
+  result = ml_collections.ConfigDict(defaults)
+  for item in filter(None, (part.strip() for part in arg.split(','))):
+    key, has_value, text = item.partition('=')
+    if key not in defaults:
+      raise ValueError(f'Unknown config argument {key!r} in {arg!r}; the '
+                       f'arguments are {sorted(defaults)}.')
+    if not has_value:
+      if not isinstance(defaults[key], bool):
+        raise ValueError(f'Config argument {key!r} needs a value: {key}=...')
+      result[key] = True
+      continue
+    try:
+      result[key] = _parse_value(text, defaults[key])
+    except ValueError as error:
+      raise ValueError(f'Config argument {key}={text!r}: {error}') from None
+  return result
+
+
+# ---------------------------------------------------------------------------
+# Shrinking a config: one function for demos, smoke runs and tests.
+# ---------------------------------------------------------------------------
+
+
+def shrink(config: ml_collections.ConfigDict, size: str) -> None:
+  """Shrinks `config` in place, keeping every code path.
+
+  'quick': the same models, few epochs (a first look in about two minutes;
+  its accuracies mean nothing). 'tiny': every network a few channels wide,
+  one epoch, logging every step (smoke runs and tests). Derived fields are
+  reset, so that `resolve` fits them to the (possibly smaller) data.
+  """
+  if size == 'quick':
+    config.num_epochs = 10
+    config.teacher_labeler.num_epochs = 3
+    config.teacher_generator.num_epochs = 3
+    config.log_every_steps = 20
+    config.checkpoint_every_steps = 50
+    return
+  if size != 'tiny':
+    raise ValueError(f"shrink size must be 'quick' or 'tiny', got {size!r}.")
+  for model in (config.student, config.teacher_labeler):
+    model.depth = 18
+    model.width_multiplier = 1 / 16
+    model.small_image_stem = None
+    model.image_size = None
+  for recipe in (config, config.teacher_labeler):
+    recipe.num_epochs = 1
+    recipe.batch_size = 8
+    recipe.warmup_epochs = 0
+  gen = config.teacher_generator
+  for field in ('image_size', 'channel_multipliers', 'attention_resolution',
+                'encoder_image_size', 'encoder_small_image_stem',
+                'discriminator_channel_multipliers'):
+    gen[field] = None
+  gen.latent_dim = 12
+  gen.base_channels = 4
+  gen.embedding_dim = 8
+  gen.encoder_depth = 18
+  gen.encoder_width_multiplier = 1 / 16
+  gen.encoder_head_hidden = (16,)
+  gen.discriminator_base_channels = 4
+  gen.discriminator_latent_hidden = (16, 16)
+  gen.discriminator_joint_hidden = (16,)
+  gen.num_epochs = 1
+  gen.batch_size = 8
+  config.log_every_steps = 1
+  config.checkpoint_every_steps = 1000
+  config.eval_batch_size = 8
+  config.num_grid_samples = 3
+
+
+# ---------------------------------------------------------------------------
+# Derived fields and consistency.
+# ---------------------------------------------------------------------------
+
+
+def generator_resolution(image_size: int) -> int:
+  """The smallest side 4 * 2^k (k >= 1) a BigGAN generator makes, >= size."""
+  resolution = 8
+  while resolution < image_size:
+    resolution *= 2
+  return resolution
+
+
+def generator_channel_multipliers(resolution: int) -> tuple[int, ...]:
+  """Seed width and one GBlock per doubling from 4x4 to `resolution`.
+
+  Widths halve block by block and end at 1 (x base_channels), capped at
+  MAX_CHANNEL_MULTIPLIER: 16 -> (4, 2, 1), 32 -> (8, 4, 2, 1), 128 ->
+  (16, 16, 8, 4, 2, 1), BigGAN-128's [ext].
+  """
+  num_blocks = resolution.bit_length() - 3  # log2(resolution / 4).
+  return tuple(min(2**k, MAX_CHANNEL_MULTIPLIER)
+               for k in range(num_blocks, -1, -1))
+
+
+def _set_default(section: ml_collections.ConfigDict, field: str,
+                 value: Any) -> None:
+  if section[field] is None:
+    section[field] = value
+
+
+def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of `config` with every derived field filled (see module doc).
+
+  Idempotent; fields already set are kept. Shot-group thresholds, which
+  need the data's class counts, stay None here (see data.long_tail).
+  """
+  config = config.copy_and_resolve_references()
+  data = config.dataset
+  _set_default(data, 'max_shift', data.image_size // 8)
+  for model in (config.student, config.teacher_labeler):
+    _set_default(model, 'image_size', data.image_size)
+    _set_default(model, 'small_image_stem',
+                 model.image_size < SMALL_IMAGE_STEM_BELOW)
+    _set_default(model, 'mean', (0.5,) * data.channels)
+    _set_default(model, 'std', (0.5,) * data.channels)
+  gen = config.teacher_generator
+  _set_default(gen, 'channels', data.channels)
+  _set_default(gen, 'image_size', generator_resolution(data.image_size))
+  _set_default(gen, 'channel_multipliers',
+               generator_channel_multipliers(gen.image_size))
+  _set_default(gen, 'attention_resolution', max(8, gen.image_size // 2))
+  _set_default(gen, 'encoder_image_size', data.image_size)
+  _set_default(gen, 'encoder_small_image_stem',
+               gen.encoder_image_size < SMALL_IMAGE_STEM_BELOW)
+  # The discriminator mirrors G: one DBlock per halving down to 4x4.
+  num_blocks = len(gen.channel_multipliers)
+  _set_default(gen, 'discriminator_channel_multipliers',
+               tuple(2**k for k in range(num_blocks)))
+  return config
+
+
+def consistency_errors(config: ml_collections.ConfigDict) -> list[str]:
+  """Every combination of a resolved config that cannot work, by field."""
+  errors = []
+  data, gen = config.dataset, config.teacher_generator
+  channels = data.channels
+  if channels not in (1, 3):
+    errors.append(f'dataset.channels={channels}: must be 1 or 3.')
+  if config.student.image_size != data.image_size:
+    errors.append(
+        f'student.image_size={config.student.image_size} but the input '
+        f'pipeline delivers dataset.image_size={data.image_size}: set them '
+        'equal (the pipeline yields the student\'s input size; the teachers '
+        'resize for themselves).')
+  for name in ('student', 'teacher_labeler'):
+    model = config[name]
+    for field in ('mean', 'std'):
+      if len(model[field]) != channels:
+        errors.append(f'{name}.{field}={tuple(model[field])} has '
+                      f'{len(model[field])} values for dataset.channels='
+                      f'{channels}.')
+    if model.channel_order not in ('rgb', 'bgr'):
+      errors.append(f"{name}.channel_order={model.channel_order!r}: 'rgb' or "
+                    "'bgr'.")
+    elif model.channel_order == 'bgr' and channels != 3:
+      errors.append(f"{name}.channel_order='bgr' needs dataset.channels=3.")
+  if gen.channels != channels:
+    errors.append(f'teacher_generator.channels={gen.channels} but '
+                  f'dataset.channels={channels}: the encoder reads and the '
+                  'generator makes images of the dataset\'s channels.')
+  num_chunks = len(gen.channel_multipliers)
+  resolution = 4 * 2**(num_chunks - 1)
+  if resolution != gen.image_size:
+    errors.append(
+        f'teacher_generator.image_size={gen.image_size} but '
+        f'channel_multipliers={tuple(gen.channel_multipliers)} has '
+        f'{num_chunks - 1} GBlocks (4x4 doubled to {resolution}); leave '
+        'channel_multipliers unset to derive it.')
+  block_resolutions = [8 * 2**i for i in range(num_chunks - 1)]
+  if gen.attention_resolution and (gen.attention_resolution
+                                   not in block_resolutions):
+    errors.append(f'teacher_generator.attention_resolution='
+                  f'{gen.attention_resolution} is not a GBlock output '
+                  f'resolution {block_resolutions} (0 for none).')
+  if gen.latent_dim % num_chunks:
+    errors.append(f'teacher_generator.latent_dim={gen.latent_dim} must split '
+                  f'into len(channel_multipliers)={num_chunks} equal chunks.')
+  many, few = (config.shot_groups.many_threshold,
+               config.shot_groups.few_threshold)
+  if (many is None) != (few is None):
+    errors.append('shot_groups.many_threshold and few_threshold: set both or '
+                  'neither (None derives both from the class counts).')
+  elif many is not None and few > many:
+    errors.append(f'shot_groups.few_threshold={few} exceeds many_threshold='
+                  f'{many}.')
+  return errors
+
+
+def check_consistency(config: ml_collections.ConfigDict) -> None:
+  """Raises a ValueError listing `consistency_errors`, if any."""
+  errors = consistency_errors(config)
+  if errors:
+    raise ValueError('Inconsistent config (set the fields named, or leave '
+                     'derived fields unset):\n  ' + '\n  '.join(errors))
+
+
+def input_sizes(config: ml_collections.ConfigDict) -> str:
+  """One line saying what each model sees, for the run's log."""
+  gen = config.teacher_generator
+  return (f'input sizes: data {config.dataset.image_size}px x '
+          f'{config.dataset.channels}; student {config.student.image_size}, '
+          f'labeler {config.teacher_labeler.image_size}, encoder '
+          f'{gen.encoder_image_size}, generator output {gen.image_size} '
+          '(each model resizes what it is given to its own size)')
+
+
+# ---------------------------------------------------------------------------
+# Paper scale: what the three long-tail benchmarks share.
+# ---------------------------------------------------------------------------
+
+# ImageNet channel statistics (torchvision and Flax ImageNet models) [ext].
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Keras applications ResNet v1 ('caffe' preprocessing) [ext]: BGR, minus
+# these means on 0..255, no scaling; here in unit range.
+KERAS_CAFFE_MEAN_BGR = (103.939 / 255, 116.779 / 255, 123.68 / 255)
+KERAS_CAFFE_STD = (1 / 255,) * 3
+
+
+def linear_scaled_learning_rate(batch_size: int, base: float = 0.1) -> float:
+  """base per 256 examples (Goyal et al. 2017) [ext]; the base is ours."""
+  return base * batch_size / 256
+
+
+def paper_scale(config: ml_collections.ConfigDict, dataset_name: str) -> None:
+  """The overrides every paper benchmark config shares (ImageNet-size models,
+  the converted BigBiGAN teacher, streamed data); each config then sets its
+  Table 6 rows."""
+  config.dataset.name = dataset_name
+  config.dataset.image_size = 224  # The student's input [ours].
+  config.dataset.channels = 3
+  # The benchmarks' train splits are long-tailed already: no subsampling.
+  config.long_tail.enabled = False
+  # many: > 100 train images, few: < 20 [ext: OLTR, Liu et al. 2019].
+  config.shot_groups.many_threshold = 100
+  config.shot_groups.few_threshold = 20
+
+  # [ours] The compact student: ResNet-18 at 224, from scratch; the labeler
+  # (a ResNet-50 or larger) is the strong model TGT distils from.
+  config.student = _classifier(depth=18, width_multiplier=1.0)
+  config.student.small_image_stem = False
+  config.student.mean = IMAGENET_MEAN
+  config.student.std = IMAGENET_STD
+  _recipe(config, num_epochs=90, batch_size=256,
+          peak_learning_rate=linear_scaled_learning_rate(256),
+          warmup_epochs=5, weight_decay=5e-4)
+
+  # [ours] Default labeler: a ResNet-50 trained here from its own
+  # initialisation on the benchmark's train split, with its own recipe.
+  # `keras_labeler` swaps in an ImageNet-pretrained Keras ResNet to
+  # fine-tune (docs/paper_scale.md: which of these leak the test split).
+  labeler = config.teacher_labeler
+  labeler.update(_classifier(depth=50, width_multiplier=1.0))
+  labeler.small_image_stem = False
+  labeler.mean = IMAGENET_MEAN
+  labeler.std = IMAGENET_STD
+  _recipe(labeler, num_epochs=90, batch_size=256,
+          peak_learning_rate=linear_scaled_learning_rate(256),
+          warmup_epochs=5, weight_decay=1e-4)
+
+  # The teacher generator: BigBiGAN ResNet-50 [paper], converted from TF-Hub
+  # (`python -m tgt_jax.convert_bigbigan`); architecture [ext: BigBiGAN].
+  # None: required; a run without it stops and says how to make it.
+  gen = config.teacher_generator
+  gen.pretrained_checkpoint = config_dict.placeholder(str)
+  gen.image_size = 128  # [ext] G's output.
+  gen.channels = 3
+  gen.latent_dim = 120  # [ext] 6 chunks of 20.
+  gen.base_channels = 96  # [ext] BigGAN's ch.
+  gen.channel_multipliers = (16, 16, 8, 4, 2, 1)  # [ext] BigGAN-128.
+  gen.embedding_dim = 128  # [ext]
+  gen.attention_resolution = 64  # [ext]
+  gen.encoder_image_size = 256  # [ext] E's input.
+  gen.encoder_depth = 50  # [ext] ResNet-v2-50.
+  gen.encoder_width_multiplier = 1.0
+  gen.encoder_small_image_stem = False
+  # ASSUMPTION: the hub encoder's head widths are not public (shared notes
+  # bigbigan.md); the converter reports any mismatch.
+  gen.encoder_head_hidden = (4096, 4096)
+  # Only to train a generator here (smoke runs): the discriminator at
+  # BigGAN's widths; a paper run converts G and E, never trains them.
+  gen.discriminator_base_channels = 96
+  gen.discriminator_channel_multipliers = (1, 2, 4, 8, 16, 16)
+  gen.discriminator_latent_hidden = (2048, 2048)
+  gen.discriminator_joint_hidden = (2048, 2048)
+  gen.num_epochs = 0
+  gen.batch_size = 256
+  gen.reconstruction_weight = 0.0
+  gen.latent_reconstruction_weight = 0.0
+
+  # [ours] d_c from the labeler's 2048-d embedding; [paper] EAsT's Adam rate.
+  config.embedding_distill.compressed_dim = 128
+  config.embedding_distill.teacher_learning_rate = 1e-4
+  config.log_every_steps = 100
+  config.checkpoint_every_steps = 1000
+  config.eval_batch_size = 512
+
+
+def keras_labeler(config: ml_collections.ConfigDict, depth: int) -> None:
+  """The labeler as a Keras applications ResNet-`depth` (v1) fine-tuned from
+  its ImageNet weights: the layout and preprocessing of those weights [ext:
+  keras.applications.resnet], and a fine-tuning recipe [ours]. The converted
+  weights are required (`python -m tgt_jax.convert_keras_resnet`)."""
+  labeler = config.teacher_labeler
+  labeler.depth = depth
+  labeler.conv_bias = True
+  labeler.strided_conv = '1x1'
+  labeler.stride_placement = 'first'
+  labeler.batch_norm_epsilon = 1.001e-5
+  labeler.channel_order = 'bgr'
+  labeler.mean = KERAS_CAFFE_MEAN_BGR
+  labeler.std = KERAS_CAFFE_STD
+  labeler.init_checkpoint = config_dict.placeholder(str)  # Required.
+  # [ours] Fine-tuning: 30 epochs at a tenth of the from-scratch rate.
+  labeler.num_epochs = 30
+  labeler.peak_learning_rate = linear_scaled_learning_rate(
+      labeler.batch_size, base=0.01)
+  labeler.warmup_epochs = 1
+
+
+def use_fake_data(config: ml_collections.ConfigDict) -> None:
+  """Random images and labels instead of the benchmark: nothing to download.
+
+  For the input benchmark and for timing steps at paper scale with the
+  full-size models: raw uint8 256x320 images (no JPEG decode), the real
+  crop, resize, flip and batching. [ours] 100 classes of up to 16 images
+  keep them under 250 MB. Teachers are not required (timing only).
+  """
+  config.dataset.name = 'fake'
+  config.dataset.cache = ''
+  config.dataset.shuffle_buffer = 1024
+  config.dataset.fake_num_classes = 100
+  config.dataset.fake_max_count = 16
+  config.dataset.fake_imbalance_factor = 8.0
+  config.dataset.fake_test_per_class = 2
+  config.dataset.fake_source_size = 256
+  config.dataset.fake_seed = 0
+  config.teacher_generator.pretrained_checkpoint = ''
+  if config.teacher_labeler.init_checkpoint is None:
+    config.teacher_labeler.init_checkpoint = ''
+
+
+def smoke(config: ml_collections.ConfigDict) -> None:
+  """A paper config on fake data with tiny models and a few steps: every
+  code path (both teachers trained here, every method) in a CPU minute."""
+  use_fake_data(config)
+  config.dataset.image_size = 16
+  config.dataset.shuffle_buffer = 64
+  config.dataset.fake_num_classes = 6
+  config.dataset.fake_max_count = 8  # Train counts 8, 6, 5, 3, 3, 2.
+  config.dataset.fake_imbalance_factor = 4.0
+  config.dataset.fake_source_size = 20
+  config.shot_groups.many_threshold = None  # Derived from the fake counts.
+  config.shot_groups.few_threshold = None
+  shrink(config, 'tiny')
+  config.peak_learning_rate = 0.01
+  # A Keras labeler keeps its layout (its code path) but starts afresh.
+  config.teacher_labeler.init_checkpoint = ''
+
+
+PAPER_LABELERS = ('scratch', 'keras_resnet50', 'keras_resnet101',
+                  'keras_resnet152')
+
+
+def paper_variant(config: ml_collections.ConfigDict, arg: str,
+                  default_labeler: str) -> None:
+  """A paper config's argument: 'smoke', 'fake_data' and/or 'labeler=...'.
+
+  labeler: 'scratch' (a ResNet-50 trained here) or 'keras_resnet50|101|152'
+  (fine-tuned from converted Keras ImageNet weights).
+  """
+  args = parse_arg(arg, smoke=False, fake_data=False, labeler=default_labeler)
+  if args.labeler not in PAPER_LABELERS:
+    raise ValueError(f'labeler={args.labeler!r}; choose from '
+                     f'{PAPER_LABELERS}.')
+  if args.labeler != 'scratch':
+    keras_labeler(config, int(args.labeler.removeprefix('keras_resnet')))
+  if args.smoke:
+    smoke(config)
+  elif args.fake_data:
+    use_fake_data(config)

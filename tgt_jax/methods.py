@@ -1,0 +1,147 @@
+"""Which methods exist, and what each one trains the student on.
+
+`METHODS` is the one table: a method is the target its real images get
+(the one-hot label, or the labeler's soft label mixed with it) and, for TGT,
+an explorer that finds the latents of the generated images. The one train
+step (train_steps.py) reads everything else from here. To add a method, add
+an explorer (if it generates) and a row.
+
+Exploration rules [paper: "sampling or gradient-based methods"; the exact
+form of each is ours, see shared notes tgt_method.md]:
+
+  tgt_random    z~ = E(x) + sigma * eps, eps ~ N(0, I)
+  tgt_gradient  z^{t+1} = z^t + eta * g / ||g||,
+                g = d/dz CE(h(G(z)), f(G(z))) at z^t, T steps from E(x):
+                the student-teacher disagreement on the decoded image,
+                differentiated through the labeler h and the student f
+                (`exploration.labeler_gradient=False` holds h's
+                probabilities fixed at each z instead)
+  tgt_prior     z~ ~ N(0, I), no encoder (an ablation)
+
+[ours] Inside the disagreement the student runs in inference mode (its
+running BatchNorm statistics): each example's latent then moves by its own
+disagreement alone, as the rule says, instead of through the statistics of
+the whole batch; and it is the function the student computes at test time.
+"""
+
+import dataclasses
+from typing import Callable, Optional
+
+import jax
+import ml_collections
+
+from tgt_jax import exploration
+from tgt_jax import losses
+from tgt_jax import teachers as teachers_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class ExploreInputs:
+  """What an explorer may use besides E(x).
+
+  Attributes:
+    teachers: the frozen teachers.
+    student_logits: [0, 1] images -> the current student's logits, in
+      inference mode and without gradient to its parameters.
+    rng: this step's key.
+    num_examples: the batch's size.
+    config: the experiment config (its exploration and distill sections).
+  """
+  teachers: teachers_lib.Teachers
+  student_logits: Callable[[jax.Array], jax.Array]
+  rng: jax.Array
+  num_examples: int
+  config: ml_collections.ConfigDict
+
+
+# An explorer: (E(x) or None, inputs) -> the latents to decode [N, d].
+Explorer = Callable[[Optional[jax.Array], ExploreInputs], jax.Array]
+
+
+def explore_random(z: jax.Array, inputs: ExploreInputs) -> jax.Array:
+  return exploration.perturb_latent(z, inputs.rng,
+                                    inputs.config.exploration.sigma)
+
+
+def explore_prior(z: None, inputs: ExploreInputs) -> jax.Array:
+  del z  # No encoder: the compiled step has no encoder pass.
+  return exploration.sample_prior(
+      inputs.rng, (inputs.num_examples, inputs.teachers.latent_dim))
+
+
+def disagreement(teachers: teachers_lib.Teachers, student_logits,
+                 latents: jax.Array, temperature: float,
+                 labeler_gradient: bool = True) -> jax.Array:
+  """Per-example CE(softmax(h(G(z)) / tau), f(G(z)) / tau) [N]."""
+  generated = teachers.generate(latents)
+  teacher_logits, _ = teachers.label(generated)
+  if not labeler_gradient:
+    teacher_logits = jax.lax.stop_gradient(teacher_logits)
+  teacher_probs = jax.nn.softmax(teacher_logits / temperature)
+  return losses.soft_cross_entropy(teacher_probs,
+                                   student_logits(generated) / temperature)
+
+
+def explore_gradient(z: jax.Array, inputs: ExploreInputs) -> jax.Array:
+  """Ascends the student-teacher disagreement from z = E(x)."""
+  cfg = inputs.config.exploration
+  if cfg.init_sigma > 0:
+    z = exploration.perturb_latent(z, inputs.rng, cfg.init_sigma)
+
+  def per_example(latents):
+    return disagreement(inputs.teachers, inputs.student_logits, latents,
+                        inputs.config.distill.temperature,
+                        cfg.labeler_gradient)
+
+  return exploration.ascend_latent(z, per_example, cfg.step_size,
+                                   cfg.num_steps, cfg.normalize)
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """What a method trains the student on.
+
+  Attributes:
+    soft_targets: real images are distilled from the labeler, with target
+      alpha * h(x) + (1 - alpha) * onehot(y) (kd and every TGT method, so
+      that TGT differs from kd only by the generated images); False: the
+      one-hot label alone.
+    explore: finds the latents of one generated image per real image, which
+      the student learns with the labeler's soft label; None: real images
+      only.
+    encodes: the explorer starts from E(x); False skips the encoder.
+  """
+  soft_targets: bool
+  explore: Optional[Explorer] = None
+  encodes: bool = True
+
+  @property
+  def uses_labeler(self) -> bool:
+    return self.soft_targets or self.explore is not None
+
+  @property
+  def uses_generator(self) -> bool:
+    return self.explore is not None
+
+
+METHODS: dict[str, Method] = {
+    'onehot': Method(soft_targets=False),
+    'kd': Method(soft_targets=True),
+    'tgt_random': Method(soft_targets=True, explore=explore_random),
+    'tgt_gradient': Method(soft_targets=True, explore=explore_gradient),
+    'tgt_prior': Method(soft_targets=True, explore=explore_prior,
+                        encodes=False),
+}
+
+
+def get(name: str) -> Method:
+  """The method called `name`; a ValueError lists the known ones."""
+  if name not in METHODS:
+    raise ValueError(f'Unknown method {name!r} in config.methods; choose '
+                     f'from {tuple(METHODS)}.')
+  return METHODS[name]
+
+
+def generating(names) -> list[str]:
+  """The names among `names` whose method decodes generated images."""
+  return [name for name in names if get(name).uses_generator]
