@@ -22,7 +22,8 @@ Shot groups. The paper's thresholds (many > 100, few < 20 training images)
 assume head classes of ~1,000 images; here the head class has 130, so we
 [ours] scale them down to many > 50 and few < 10, keeping the paper's 5:1
 ratio and giving every group at least 3 classes: many = {0, 1, 2}, medium =
-{3, 4, 5, 6}, few = {7, 8, 9} (the default geometric thirds give the same).
+{3, 4, 5, 6}, few = {7, 8, 9} (the default geometric thirds, 37 and 10.5,
+would move class 6, with 10 images, to few).
 
 Models, input sizes and the generator's depth follow from the data (8x8,
 one channel; config_lib.resolve) except where set here. Every value below is
@@ -57,7 +58,6 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # The generator upsamples to 16x16 (2 GBlocks); the encoder reads the
   # digits at their native 8x8.
   config.teacher_generator.image_size = 16
-  config.teacher_generator.latent_dim = 24  # 3 chunks of 8.
   # In our trials (50 epochs) pixel-reconstruction weights 10 / 30 / 100
   # gave 61 / 77 / 81% reconstruction agreement, and a latent weight of 5
   # instead of 1 fell to 37%.

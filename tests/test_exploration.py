@@ -1,4 +1,4 @@
-"""Tests of latent exploration: gradient ascent, random perturbation, prior."""
+"""Latent exploration: the documented rules, example by example."""
 
 import jax
 
@@ -9,85 +9,183 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
+import conftest  # pylint: disable=g-import-not-at-top
 from tgt_jax import exploration  # pylint: disable=g-import-not-at-top
-from tgt_jax import image_ops  # pylint: disable=g-import-not-at-top
-from tgt_jax import losses  # pylint: disable=g-import-not-at-top
+from tgt_jax import methods  # pylint: disable=g-import-not-at-top
 from tgt_jax import train_steps  # pylint: disable=g-import-not-at-top
 
-
-# ---------------------------------------------------------------------------
-# Gradient exploration.
-# ---------------------------------------------------------------------------
+TGT_METHODS = [name for name, m in methods.METHODS.items()
+               if m.uses_generator]
 
 
-def _disagreement_fn(tiny, temperature):
-  """CE(softmax(labeler(G(z)) / tau), student(G(z)) / tau), per example.
-
-  The same function train_steps._explore_gradient ascends: teacher and
-  student on the decoded image, the student in train mode.
-  """
-  models, teachers, state = tiny.models, tiny.teachers, tiny.state
-  # pylint: disable-next=protected-access
-  student_forward = train_steps._student_forward
-
-  def disagreement(latent):
-    generated = models.generate(teachers, latent)
-    teacher_probs = jax.nn.softmax(
-        models.labeler_logits(teachers, generated) / temperature)
-    student_logits, _ = student_forward(
-        models, state.params, state.batch_stats, generated, train=True)
-    return losses.soft_cross_entropy(teacher_probs,
-                                     student_logits / temperature)
-
-  return disagreement
-
-
-def _gradient_config(tiny, step_size, num_steps):
+def _config(tiny, **exploration_fields):
   config = tiny.config.copy_and_resolve_references()
-  config.distill.temperature = 1.0
-  config.exploration.step_size = step_size
-  config.exploration.num_steps = num_steps
-  config.exploration.normalize = True
-  config.exploration.init_sigma = 0.0
+  config.distill.temperature = 2.0  # tau != 1: a missing 1/tau shows.
+  config.exploration.update(dict(step_size=1e-3, num_steps=1, normalize=True,
+                                 init_sigma=0.0, labeler_gradient=True,
+                                 sigma=0.3))
+  config.exploration.update(exploration_fields)
   return config
 
 
-def test_gradient_step_increases_student_teacher_disagreement(tiny_teachers):
-  tiny = tiny_teachers
-  eta = 1e-3  # Small against the curvature of the random-init networks.
-  config = _gradient_config(tiny, eta, num_steps=1)
-  real = image_ops.uint8_to_unit(tiny.batch['image'])
-  disagreement = _disagreement_fn(tiny, temperature=1.0)
+def _variables(tiny):
+  return {'params': tiny.state.params, 'batch_stats': tiny.state.batch_stats}
 
-  @jax.jit
-  def run(real):
-    z0 = tiny.models.encode(tiny.teachers, real)
-    z1 = train_steps.explore_latents('tgt_gradient', tiny.models, tiny.state,
-                                     tiny.teachers, real,
-                                     jax.random.PRNGKey(0), config)
-    direct = exploration.ascend_latent(z0, disagreement, eta, num_steps=1,
-                                       normalize=True)
-    total = lambda z: jnp.sum(disagreement(z))
-    gradient = jax.grad(total)(z0)
-    return z0, z1, direct, total(z0), total(z1), gradient
 
-  z0, z1, direct, before, after, gradient = jax.device_get(run(real))
+def explore(tiny, images, method, config):
+  """The step's own exploration (train_steps.explore) of uint8 images."""
+  def run(images):
+    unit = images.astype(jnp.float32) / 255.0
+    return train_steps.explore(method, tiny.student, _variables(tiny),
+                               tiny.teachers, {}, unit,
+                               jax.random.PRNGKey(3), config)
+  return np.asarray(jax.jit(run)(jnp.asarray(images)))
 
-  # The step's exploration ascends exactly this disagreement.
-  np.testing.assert_allclose(z1, direct, rtol=1e-5, atol=1e-7)
 
-  # Exploration starts at E(x) and each latent moves exactly eta (L2).
-  np.testing.assert_allclose(np.linalg.norm(z1 - z0, axis=-1),
-                             np.full(len(z0), eta), rtol=1e-4)
-  # The move is along the gradient of the summed disagreement.
+def _independent_disagreement(tiny, temperature, labeler_gradient):
+  """Per-example CE(softmax(h(G(z)) / tau), f(G(z)) / tau), written from the
+  networks' own `apply`, not from the library's step code."""
+  gen_net = tiny.teachers.generator_network
+  labeler, student = tiny.teachers.labeler_network, tiny.student
+
+  def network_input(model, unit):
+    resized = jax.image.resize(
+        unit, (unit.shape[0], model.image_size, model.image_size,
+               unit.shape[-1]), 'bilinear', antialias=True)
+    return (resized - jnp.asarray(model.mean)) / jnp.asarray(model.std)
+
+  def per_example(z):
+    unit = jnp.clip((gen_net.apply(tiny.teachers.generator, z, train=False)
+                     + 1.0) / 2.0, 0.0, 1.0)
+    teacher_logits, _ = labeler.network.apply(
+        tiny.teachers.labeler, network_input(labeler, unit), train=False)
+    if not labeler_gradient:
+      teacher_logits = jax.lax.stop_gradient(teacher_logits)
+    student_logits, _ = student.network.apply(
+        _variables(tiny), network_input(student, unit), train=False)
+    target = jax.nn.softmax(teacher_logits / temperature)
+    return -jnp.sum(target * jax.nn.log_softmax(student_logits / temperature),
+                    axis=-1)
+
+  return per_example
+
+
+@pytest.mark.parametrize('labeler_gradient', [True, False])
+def test_gradient_exploration_follows_the_documented_rule(tiny,
+                                                          labeler_gradient):
+  eta = 1e-3
+  config = _config(tiny, step_size=eta, labeler_gradient=labeler_gradient)
+  z1 = explore(tiny, tiny.batch['image'], 'tgt_gradient', config)
+
+  unit = tiny.batch['image'].astype(jnp.float32) / 255.0
+  z0 = np.asarray(jax.jit(tiny.teachers.encode)(unit))
+  per_example = _independent_disagreement(tiny, 2.0, labeler_gradient)
+  gradient = np.asarray(jax.jit(jax.grad(
+      lambda z: jnp.sum(per_example(z))))(z0))
   unit_gradient = gradient / np.linalg.norm(gradient, axis=-1, keepdims=True)
-  np.testing.assert_allclose(z1 - z0, eta * unit_gradient, rtol=1e-3,
-                             atol=1e-6)
-  # Ascent: the total disagreement rises by about eta * sum_i ||g_i|| (the
-  # first-order change of a normalised step); descent would lower it.
-  predicted_rise = eta * np.sum(np.linalg.norm(gradient, axis=-1))
-  assert predicted_rise > 1e-2  # Well above float32 noise on a sum ~20.
-  assert after - before == pytest.approx(predicted_rise, rel=0.2)
+  # z1 = z0 + eta * g / ||g||, g the gradient of each example's own value.
+  np.testing.assert_allclose(z1, z0 + eta * unit_gradient, rtol=1e-5,
+                             atol=1e-7)
+  np.testing.assert_allclose(np.linalg.norm(z1 - z0, axis=-1), eta,
+                             rtol=1e-3)
+  if labeler_gradient:
+    # Ascent: the disagreement rises by about eta * ||g|| per example.
+    rise = np.asarray(per_example(z1) - per_example(z0))
+    np.testing.assert_allclose(rise, eta * np.linalg.norm(gradient, axis=-1),
+                               rtol=0.2, atol=1e-6)
+
+
+def test_the_labelers_path_changes_the_direction(tiny):
+  """The two rules differ on these networks, so the test above can tell a
+  step that ignores the labeler's dependence on z from one that uses it."""
+  full, fixed = (explore(tiny, tiny.batch['image'], 'tgt_gradient',
+                         _config(tiny, labeler_gradient=flag))
+                 for flag in (True, False))
+  unit = tiny.batch['image'].astype(jnp.float32) / 255.0
+  z0 = np.asarray(jax.jit(tiny.teachers.encode)(unit))
+  a, b = full - z0, fixed - z0
+  cosine = np.sum(a * b, -1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(
+      b, axis=-1)
+  assert np.min(cosine) < 0.99, cosine
+
+
+@pytest.mark.parametrize('method', TGT_METHODS)
+def test_one_examples_latent_does_not_depend_on_the_others(tiny, method):
+  config = _config(tiny, step_size=0.5)
+  images = np.asarray(tiny.batch['image'])
+  changed = images.copy()
+  changed[1:] = 255 - changed[1:]  # Every example but the first.
+  before = explore(tiny, images, method, config)
+  after = explore(tiny, changed, method, config)
+  np.testing.assert_allclose(after[0], before[0], rtol=1e-5, atol=1e-6)
+  if method != 'tgt_prior':  # The changed examples did move.
+    assert not np.allclose(after[1:], before[1:], atol=1e-3)
+
+
+def test_a_train_mode_student_would_couple_the_examples(tiny):
+  """Why the student runs in inference mode inside exploration: with batch
+  statistics, example 0's gradient changes when the others change."""
+  config = _config(tiny, step_size=0.5)
+  labeler_net = tiny.teachers.labeler_network
+
+  def gradient_of_first(images):
+    unit = images.astype(jnp.float32) / 255.0
+    z = tiny.teachers.encode(unit)
+
+    def total(z):
+      generated = tiny.teachers.generate(z)
+      target = jax.nn.softmax(labeler_net.apply(
+          tiny.teachers.labeler, generated)[0])
+      (logits, _), _ = tiny.student.apply(_variables(tiny), generated,
+                                          train=True)
+      return -jnp.sum(target * jax.nn.log_softmax(logits))
+    return jax.grad(total)(z)[0]
+
+  del config
+  images = np.asarray(tiny.batch['image'])
+  changed = images.copy()
+  changed[1:] = 255 - changed[1:]
+  grad_fn = jax.jit(gradient_of_first)
+  assert not np.allclose(grad_fn(images), grad_fn(changed), rtol=1e-3)
+
+
+def test_cached_latents_are_gathered_by_example_index(tiny):
+  """With a latent cache the explorer starts from the cached rows of the
+  batch's example indices, exactly as from E(x) of those images."""
+  unit = tiny.batch['image'].astype(jnp.float32) / 255.0
+  z = np.asarray(jax.jit(tiny.teachers.encode)(unit))
+  cache = np.zeros((3 * len(z), z.shape[1]), np.float32)
+  index = np.arange(len(z)) * 3 + 1
+  cache[index] = z
+  teachers = tiny.teachers.replace(latents=jnp.asarray(cache))
+  latents = jax.jit(teachers.real_latents)({'index': jnp.asarray(index)},
+                                           unit)
+  np.testing.assert_array_equal(np.asarray(latents), z)
+
+
+def test_random_exploration_perturbs_the_encoder_mean(tiny):
+  images = np.random.default_rng(0).integers(0, 256, (256, 8, 8, 1),
+                                              np.uint8)
+  explored = explore(tiny, images, 'tgt_random', _config(tiny, sigma=0.3))
+  z = np.asarray(jax.jit(tiny.teachers.encode)(images / 255.0))
+  noise = explored - z
+  # 256 x 12 draws: the std's standard error is ~1.3%.
+  assert np.std(noise) == pytest.approx(0.3, rel=0.06)
+  assert abs(np.mean(noise)) < 0.03
+
+
+def test_prior_exploration_ignores_the_images(tiny):
+  images = np.asarray(tiny.batch['image'])
+  config = _config(tiny)
+  a = explore(tiny, images, 'tgt_prior', config)
+  b = explore(tiny, 255 - images, 'tgt_prior', config)
+  assert a.shape == (len(images), config.teacher_generator.latent_dim)
+  np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------
+# The primitives.
+# ---------------------------------------------------------------------------
 
 
 def test_ascend_latent_normalised_steps_have_length_step_size():
@@ -97,131 +195,51 @@ def test_ascend_latent_normalised_steps_have_length_step_size():
     linear = lambda z, scale=scale: scale * (z @ w)
     z = exploration.ascend_latent(z0, linear, step_size=0.5, num_steps=3,
                                   normalize=True)
-    # A constant gradient direction: 3 steps of 0.5 along w / ||w||.
     np.testing.assert_allclose(z - z0, np.tile(1.5 * w / 13.0, (2, 1)),
                                rtol=1e-5, atol=1e-6)
 
 
 def test_ascend_latent_moves_each_row_by_its_own_gradient():
-  # Rows with very different gradient sizes still move exactly step_size.
   z0 = jnp.array([[1.0, 0.0], [0.0, 100.0], [3.0, 4.0]])
   squared_norm = lambda z: jnp.sum(z**2, axis=-1)  # Gradient 2z.
   z1 = exploration.ascend_latent(z0, squared_norm, step_size=0.25,
                                  num_steps=1, normalize=True)
-  np.testing.assert_allclose(np.linalg.norm(z1 - z0, axis=-1),
-                             [0.25, 0.25, 0.25], rtol=1e-6)
-  # Radially outwards: z1 = z0 * (1 + 0.25 / ||z0||).
   radius = np.linalg.norm(z0, axis=-1, keepdims=True)
   np.testing.assert_allclose(z1, z0 * (1 + 0.25 / radius), rtol=1e-6)
 
 
 def test_ascend_latent_unnormalised_step_is_step_size_times_gradient():
   w = jnp.array([3.0, -4.0])
-  z0 = jnp.zeros((2, 2))
-  z = exploration.ascend_latent(z0, lambda z: 10.0 * (z @ w), step_size=0.1,
-                                num_steps=2, normalize=False)
+  z = exploration.ascend_latent(jnp.zeros((2, 2)), lambda z: 10.0 * (z @ w),
+                                step_size=0.1, num_steps=2, normalize=False)
   np.testing.assert_allclose(z, np.tile(2 * 0.1 * 10.0 * w, (2, 1)),
                              rtol=1e-6)
 
 
-def test_ascend_latent_zero_steps_returns_start():
+def test_ascend_latent_zero_steps_and_zero_gradient():
   z0 = jax.random.normal(jax.random.PRNGKey(0), (4, 6))
-  z = exploration.ascend_latent(z0, lambda z: jnp.sum(z**2, axis=-1),
-                                step_size=1.0, num_steps=0)
-  np.testing.assert_array_equal(z, z0)
+  np.testing.assert_array_equal(
+      exploration.ascend_latent(z0, lambda z: jnp.sum(z**2, -1), 1.0, 0), z0)
+  np.testing.assert_array_equal(
+      exploration.ascend_latent(z0, lambda z: jnp.zeros(z.shape[0]), 1.0, 2),
+      z0)
 
 
-def test_ascend_latent_zero_gradient_stays_finite():
-  z0 = jnp.ones((3, 4))
-  z = exploration.ascend_latent(z0, lambda z: jnp.zeros(z.shape[0]),
-                                step_size=1.0, num_steps=2)
-  np.testing.assert_array_equal(z, z0)
-
-
-# ---------------------------------------------------------------------------
-# Random perturbation.
-# ---------------------------------------------------------------------------
-
-
-def test_perturb_latent_has_configured_scale():
+def test_perturb_latent_scale_and_key():
   z = jax.random.normal(jax.random.PRNGKey(1), (4096, 24)) * 3.0 + 1.0
-  perturbed = exploration.perturb_latent(z, jax.random.PRNGKey(2), 0.3)
-  noise = np.asarray(perturbed - z)
-  assert perturbed.shape == z.shape
-  assert perturbed.dtype == z.dtype
-  # ~98k samples: the std's standard error is ~0.2%, the mean's ~0.001.
+  noise = np.asarray(exploration.perturb_latent(z, jax.random.PRNGKey(2),
+                                                0.3) - z)
   assert np.std(noise) == pytest.approx(0.3, rel=0.02)
-  assert abs(np.mean(noise)) < 0.005
-  # Isotropic: every latent dimension has the same scale.
   np.testing.assert_allclose(np.std(noise, axis=0), 0.3, rtol=0.08)
-  # Independent of z: per-row noise differs between rows.
-  assert not np.allclose(noise[0], noise[1])
-
-
-def test_perturb_latent_sigma_zero_is_identity():
-  z = jax.random.normal(jax.random.PRNGKey(1), (16, 12))
   np.testing.assert_array_equal(
       exploration.perturb_latent(z, jax.random.PRNGKey(2), 0.0), z)
+  assert not np.allclose(
+      exploration.perturb_latent(z, jax.random.PRNGKey(3), 0.3) - z, noise)
 
 
-def test_perturb_latent_depends_only_on_the_key():
-  z = jnp.zeros((8, 12))
-  a = exploration.perturb_latent(z, jax.random.PRNGKey(5), 0.5)
-  b = exploration.perturb_latent(z, jax.random.PRNGKey(5), 0.5)
-  c = exploration.perturb_latent(z, jax.random.PRNGKey(6), 0.5)
-  np.testing.assert_array_equal(a, b)
-  assert not np.allclose(a, c)
-
-
-def test_random_exploration_perturbs_the_encoder_mean(tiny_teachers):
-  tiny = tiny_teachers
-  config = tiny.config.copy_and_resolve_references()
-  config.exploration.sigma = 0.3
-  # 256 real images x 12 latent dims: the std's standard error is ~1.3%.
-  rng = np.random.default_rng(0)
-  images = jnp.asarray(rng.integers(0, 256, (256, 8, 8, 1), np.uint8))
-  real = image_ops.uint8_to_unit(images)
-
-  @jax.jit
-  def run(real):
-    z = tiny.models.encode(tiny.teachers, real)
-    explored = train_steps.explore_latents('tgt_random', tiny.models,
-                                           tiny.state, tiny.teachers, real,
-                                           jax.random.PRNGKey(3), config)
-    return z, explored
-
-  z, explored = jax.device_get(run(real))
-  assert explored.shape == (256, config.teacher_generator.latent_dim)
-  noise = explored - z
-  assert np.std(noise) == pytest.approx(0.3, rel=0.06)
-  assert abs(np.mean(noise)) < 0.03
-
-
-# ---------------------------------------------------------------------------
-# Prior sampling.
-# ---------------------------------------------------------------------------
-
-
-def test_sample_prior_shape_and_standard_normal_moments():
+def test_sample_prior_is_standard_normal():
   z = np.asarray(exploration.sample_prior(jax.random.PRNGKey(0), (8192, 12)))
-  assert z.shape == (8192, 12)
-  assert z.dtype == np.float32
+  assert z.shape == (8192, 12) and z.dtype == np.float32
   assert abs(np.mean(z)) < 0.01
   assert np.std(z) == pytest.approx(1.0, rel=0.01)
-  np.testing.assert_allclose(np.mean(z, axis=0), 0.0, atol=0.05)
-  np.testing.assert_allclose(np.std(z, axis=0), 1.0, rtol=0.05)
-  # Gaussian tails: about 4.55% of |z| beyond 2 sigma.
   assert np.mean(np.abs(z) > 2.0) == pytest.approx(0.0455, abs=0.005)
-
-
-def test_prior_exploration_ignores_the_images(tiny_teachers):
-  tiny = tiny_teachers
-  real = image_ops.uint8_to_unit(tiny.batch['image'])
-  latents = [
-      train_steps.explore_latents('tgt_prior', tiny.models, tiny.state,
-                                  tiny.teachers, images, jax.random.PRNGKey(7),
-                                  tiny.config)
-      for images in (real, 1.0 - real)]
-  assert latents[0].shape == (real.shape[0],
-                              tiny.config.teacher_generator.latent_dim)
-  np.testing.assert_array_equal(latents[0], latents[1])

@@ -11,10 +11,11 @@ measures, in one process:
   warm-up) and real images per second;
 - FLOPs per step from XLA's cost analysis of the compiled step, and the
   achieved FLOP/s;
-- the device's peak, measured here by a large jitted matrix product (f32 on
-  CPU, bf16 on GPU/TPU), and the achieved fraction of it;
+- the device's peak, measured here by a large jitted matrix product in the
+  config's dtype, and the achieved fraction of it;
 - compile time, the compiled step's memory analysis, the process's peak RSS;
-- the input pipeline alone, in images per second.
+- the input pipeline alone, in images per second (`--synthetic_input`
+  times the steps on random batches instead, loading no data).
 
 Teachers are randomly initialised: timing and FLOPs do not depend on their
 values, and nothing needs training first. It prints a table and, as its last
@@ -34,9 +35,11 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
+from tgt_jax import config_lib
 from tgt_jax import sharding
+from tgt_jax import teachers as teachers_lib
 from tgt_jax import train_steps
-from tgt_jax.data import sources
+from tgt_jax.data import dataset as dataset_lib
 from tgt_jax.models import build
 
 FLAGS = flags.FLAGS
@@ -48,6 +51,9 @@ flags.DEFINE_list('gradient_steps', ['1', '2', '4'],
                   'Exploration steps of the extra tgt_gradient variants.')
 flags.DEFINE_bool('input_only', False,
                   'Measure only the input pipeline (paper configs on CPU).')
+flags.DEFINE_bool('synthetic_input', False,
+                  'Time the steps on random batches, loading no data (for '
+                  'machines without TensorFlow, e.g. an accelerator host).')
 flags.DEFINE_bool('cached_latents', True,
                   'Also time tgt_random and tgt_gradient with E(x) cached '
                   '(exploration.cache_latents), i.e. no encoder pass.')
@@ -58,10 +64,11 @@ class RecompilationError(RuntimeError):
   """A step was compiled again after its first call."""
 
 
-def measure_peak_flops(repeats: int = 10) -> float:
-  """FLOP/s of a large jitted matmul: the device's practical peak."""
+def measure_peak_flops(dtype, repeats: int = 10) -> float:
+  """FLOP/s of a large jitted matmul in `dtype`: the device's practical
+  peak for the step's arithmetic (float32 may use TF32 on GPUs)."""
   on_cpu = jax.devices()[0].platform == 'cpu'
-  size, dtype = (1024, jnp.float32) if on_cpu else (8192, jnp.bfloat16)
+  size = 1024 if on_cpu else 8192
   a = jnp.ones((size, size), dtype)
   matmul = jax.jit(lambda x: x @ x)
   matmul(a).block_until_ready()
@@ -136,16 +143,15 @@ def benchmark_method(step: Callable, state, teachers, batches, rng,
           'flops': flops, 'compile_s': compile_s, 'peak_bytes': peak_bytes}
 
 
-def benchmark_input(data: sources.Data, batch_size: int, seed: int,
-                    max_shift: int, mesh, num_batches: int = 50) -> float:
-  """Images per second the train input delivers, placed on device.
+def benchmark_input(dataset: dataset_lib.Dataset, batch_size: int, seed: int,
+                    mesh, num_batches: int = 50) -> float:
+  """Images per second the student's train input delivers, on device.
 
-  The same `sources.train_batch_fn` training reads: in memory (gather and
-  shift) or a tf.data stream (decode, random-resized crop, flip, batch). The
-  first batch (stream start-up) is not timed.
+  The same `Dataset.train_batches` training reads: in memory (gather and
+  augment) or a tf.data stream (decode, random-resized crop, flip, batch).
+  The first batch (stream start-up) is not timed.
   """
-  batch_fn = sources.train_batch_fn(data, 'student', batch_size, seed,
-                                    max_shift)
+  batch_fn = dataset.train_batches('student', batch_size, seed)
   batch = sharding.put_batch(batch_fn(0), mesh)
   jax.block_until_ready(batch)
   start = time.perf_counter()
@@ -155,87 +161,125 @@ def benchmark_input(data: sources.Data, batch_size: int, seed: int,
   return num_batches * batch_size / (time.perf_counter() - start)
 
 
+def random_teachers(config, num_classes: int, channels: int,
+                    latents: int = 0) -> teachers_lib.Teachers:
+  """Teachers of the config's shapes with random weights (no training):
+  timing and FLOPs do not depend on the values. `latents` > 0 adds a
+  random latent cache of that many examples."""
+  gen_cfg = config.teacher_generator
+  dtype = build.compute_dtype(config)
+  labeler = build.classifier(config.teacher_labeler, num_classes, dtype)
+  encoder = build.encoder(gen_cfg, dtype)
+  generator = build.generator(gen_cfg, spectral_norm=False, dtype=dtype)
+  size, enc_size = labeler.image_size, gen_cfg.encoder_image_size
+  cache = None
+  if latents:
+    cache = jnp.asarray(np.random.default_rng(0).normal(
+        size=(latents, gen_cfg.latent_dim)), jnp.float32)
+  return teachers_lib.Teachers(
+      labeler_network=labeler,
+      labeler=teachers_lib.random_variables(
+          labeler.network, (1, size, size, channels), seed=1),
+      encoder_network=encoder, encoder_image_size=enc_size,
+      encoder=teachers_lib.random_variables(
+          encoder, (1, enc_size, enc_size, channels), seed=2),
+      generator_network=generator,
+      generator=teachers_lib.random_variables(
+          generator, (1, gen_cfg.latent_dim), seed=3),
+      latents=cache)
+
+
+def synthetic_batches(config, num_classes: int, num: int = 4,
+                      num_examples: int = 1024) -> list[dict[str, np.ndarray]]:
+  """Random uint8 batches of the config's shape (no input pipeline), with
+  example indices for a latent cache of `num_examples`."""
+  rng = np.random.default_rng(0)
+  size, channels = config.dataset.image_size, config.dataset.channels
+  rows = sharding.local_slice(config.batch_size)
+  return [{'image': rng.integers(0, 256, (config.batch_size, size, size,
+                                          channels), np.uint8)[rows],
+           'label': rng.integers(0, num_classes, config.batch_size,
+                                 dtype=np.int32)[rows],
+           'index': rng.integers(0, num_examples, config.batch_size,
+                                 dtype=np.int32)[rows]}
+          for _ in range(num)]
+
+
+SYNTHETIC_CLASSES = {'imagenet_lt': 1000, 'places_lt': 365, 'sun_lt': 717}
+
+
 def run_benchmark(config, num_steps: int, warmup_steps: int,
                   gradient_steps=(1, 2, 4), cached_latents: bool = True,
-                  input_only: bool = False) -> dict[str, Any]:
+                  input_only: bool = False,
+                  synthetic_input: bool = False) -> dict[str, Any]:
   """The benchmark of every method of `config`; returns the JSON object.
 
   `input_only`: measure the input pipeline alone (e.g. a paper config with
   fake data on a CPU, where its steps would take minutes each).
+  `synthetic_input`: time the steps on random batches without loading any
+  data (machines without TensorFlow); the class count is the benchmark's.
   """
+  config = config_lib.resolve(config)
   mesh = sharding.create_mesh()
   sharding.check_batch_size(config.batch_size, mesh)
-  data = sources.load_data(config)
-  report = {
-      'device': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
-      'input_images_per_s': benchmark_input(
-          data, config.batch_size, config.seed, config.augment_max_shift,
-          mesh)}
-  if input_only:
-    return report
-  num_classes = data.num_classes
-  channels = sources.image_channels(data)
-  gen_cfg = config.teacher_generator
-  rng_l, rng_g, rng_e, rng_s = jax.random.split(jax.random.PRNGKey(0), 4)
+  report = {'device': f'{jax.device_count()} x '
+                      f'{jax.devices()[0].device_kind}',
+            'batch_size': config.batch_size, 'dtype': config.dtype}
+  if synthetic_input:
+    num_classes = SYNTHETIC_CLASSES.get(
+        config.dataset.name, config.dataset.get('fake_num_classes', 10))
+    host_batches = synthetic_batches(config, num_classes)
+    channels = config.dataset.channels
+  else:
+    dataset = dataset_lib.load(config)
+    report['input_images_per_s'] = benchmark_input(
+        dataset, config.batch_size, config.seed, mesh)
+    if input_only:
+      return report
+    num_classes, channels = dataset.num_classes, dataset.image_shape[-1]
+    batch_fn = dataset.train_batches('student', config.batch_size,
+                                     config.seed)
+    host_batches = [batch_fn(i) for i in range(4)]
+    if 'index' not in host_batches[0]:
+      host_batches = [dict(b, index=np.zeros(len(b['label']), np.int32))
+                      for b in host_batches]
+  batches = [sharding.put_batch(b, mesh) for b in host_batches]
+  teachers = sharding.put_replicated(
+      random_teachers(config, num_classes, channels), mesh)
+  # A latent cache as training would hold it: timing does not depend on
+  # the values, only on the gather replacing the encoder pass.
+  cached = teachers.replace(latents=sharding.put_replicated(
+      jnp.zeros((1024, config.teacher_generator.latent_dim)), mesh))
+  student = build.classifier(config.student, num_classes,
+                             build.compute_dtype(config))
+  tx = train_steps.create_optimizer(config, steps_per_epoch=100.0,
+                                    num_steps=1000)
+  # On the host: each method's state is a fresh device copy, since the
+  # step donates (frees) the one it is given.
+  variables = jax.device_get(teachers_lib.random_variables(
+      student.network, (1, student.image_size, student.image_size, channels),
+      seed=4))
 
-  dtype = build.compute_dtype(config)
-  labeler = build.classifier(config.teacher_labeler, num_classes, dtype)
-  generator = build.generator(gen_cfg, spectral_norm=False, dtype=dtype)
-  encoder = build.encoder(gen_cfg, dtype)
-  size = config.teacher_labeler.image_size
-  enc_size = gen_cfg.encoder_image_size
-  teachers = {
-      'labeler': labeler.init(
-          rng_l, jnp.zeros((1, size, size, channels)), train=False),
-      'generator': generator.init(
-          rng_g, jnp.zeros((1, gen_cfg.latent_dim)), train=False),
-      'encoder': encoder.init(
-          rng_e, jnp.zeros((1, enc_size, enc_size, channels)), train=False),
-  }
-  teachers = sharding.put_replicated(teachers, mesh)
-  student = build.classifier(config.student, num_classes, dtype)
-  num_train_steps = 1000
-  tx, _ = train_steps.create_optimizer(
-      config.optimizer, config.peak_learning_rate, 10, num_train_steps,
-      config.weight_decay, config.momentum)
-  models = train_steps.StepModels(
-      student=student, student_config=config.student, tx=tx,
-      labeler=labeler, labeler_config=config.teacher_labeler,
-      generator=generator, encoder=encoder, encoder_image_size=enc_size)
-  s = config.student.image_size
-  replicated = sharding.replicated(mesh)
-  rows = sharding.local_slice(config.batch_size)
-  batch_fn = sources.train_batch_fn(data, 'student', config.batch_size,
-                                    config.seed, config.augment_max_shift)
-  batches = [sharding.put_batch(batch_fn(i), mesh) for i in range(4)]
-  rng = jax.random.PRNGKey(1)
-  # Latents as the cache would give them: timing does not depend on values.
-  latent_rows = np.random.default_rng(0).normal(
-      size=(config.batch_size, gen_cfg.latent_dim)).astype(np.float32)[rows]
-  cached_batches = [dict(b, latent=sharding.put_batch(latent_rows, mesh))
-                    for b in batches]
-
-  methods = list(config.methods) + [f'tgt_gradient@{k}'
-                                    for k in gradient_steps]
+  names = list(config.methods) + [f'tgt_gradient@{k}'
+                                  for k in gradient_steps]
   if cached_latents:
-    methods += [m + CACHED for m in ('tgt_random', 'tgt_gradient')
-                if m in config.methods]
+    names += [m + CACHED for m in ('tgt_random', 'tgt_gradient')
+              if m in config.methods]
+  rng = jax.random.PRNGKey(1)
   results = {}
-  for method in methods:
-    name, method_config = _method_config(config, method)
+  for name in names:
+    method, method_config = _method_config(config, name)
     state = sharding.put_replicated(
-        train_steps.create_train_state(student, tx, (s, s, channels), rng_s),
-        mesh)
-    step = jax.jit(train_steps.make_train_step(name, models, method_config),
-                   out_shardings=(replicated, replicated), donate_argnums=0)
+        train_steps.create_train_state(variables, tx), mesh)
+    step = train_steps.jit_train_step(method, student, tx, method_config,
+                                      mesh)
     result = benchmark_method(
-        step, state, teachers,
-        cached_batches if method.endswith(CACHED) else batches, rng,
-        num_steps, warmup_steps)
+        step, state, cached if name.endswith(CACHED) else teachers, batches,
+        rng, num_steps, warmup_steps)
     result['images_per_s'] = config.batch_size / (result['step_ms'] / 1e3)
-    results[method] = result
+    results[name] = result
 
-  peak_flops = measure_peak_flops()
+  peak_flops = measure_peak_flops(build.compute_dtype(config))
   for result in results.values():
     result['flops_fraction'] = result['flops'] / (
         result['step_ms'] / 1e3) / peak_flops
@@ -248,12 +292,13 @@ def run_benchmark(config, num_steps: int, warmup_steps: int,
 
 def table(report: dict[str, Any]) -> str:
   """A plain-text table of the report, with the cost ratios against kd."""
+  source = ('synthetic input' if 'input_images_per_s' not in report else
+            f'input pipeline {report["input_images_per_s"]:.0f} images/s')
   if 'methods' not in report:
-    return (f'device: {report["device"]}; input pipeline '
-            f'{report["input_images_per_s"]:.0f} images/s')
-  lines = [f'device: {report["device"]}; peak {report["peak_flops"]:.3g} '
-           f'FLOP/s; input pipeline {report["input_images_per_s"]:.0f} '
-           'images/s',
+    return f'device: {report["device"]}; {source}'
+  lines = [f'device: {report["device"]}; batch {report["batch_size"]}, '
+           f'{report["dtype"]}; peak ({report["dtype"]} matmul) '
+           f'{report["peak_flops"]:.3g} FLOP/s; {source}',
            f'{"method":<28}{"step ms":>9}{"p10-p90":>15}{"img/s":>9}'
            f'{"GFLOP":>9}{"% peak":>8}{"compile s":>10}{"MiB":>8}'
            f'{"t/t_kd":>8}{"F/F_kd":>8}']
@@ -275,7 +320,8 @@ def main(argv):
   del argv
   report = run_benchmark(FLAGS.config, FLAGS.steps, FLAGS.warmup_steps,
                          tuple(int(k) for k in FLAGS.gradient_steps),
-                         FLAGS.cached_latents, FLAGS.input_only)
+                         FLAGS.cached_latents, FLAGS.input_only,
+                         FLAGS.synthetic_input)
   print(table(report))
   sys.stdout.flush()
   print(json.dumps(report))

@@ -15,6 +15,7 @@ after the command line's `--config.<field>` overrides:
   teacher_generator.channel_multipliers             <- one GBlock per
                                                        doubling from 4x4
   teacher_generator.attention_resolution            <- image_size // 2 (>= 8)
+  teacher_generator.latent_dim                      <- 8 per latent chunk
   teacher_generator.encoder_image_size              <- dataset.image_size
   teacher_generator.encoder_small_image_stem        <- its size < 64
   teacher_generator.discriminator_channel_multipliers <- one DBlock per halving
@@ -48,6 +49,7 @@ TABLE_6_FIELDS = (
 # Below this input size the ImageNet stem (7x7/2 conv, 3x3/2 max-pool)
 # would leave too few pixels for four stages; a 3x3/1 stem is used instead.
 SMALL_IMAGE_STEM_BELOW = 64
+LATENT_DIMS_PER_CHUNK = 8
 # Widest generator stage, in units of base_channels (BigGAN-128's 16).
 MAX_CHANNEL_MULTIPLIER = 16
 
@@ -89,6 +91,17 @@ def _recipe(section: ml_collections.ConfigDict, *, num_epochs: float,
   section.weight_decay = weight_decay  # On kernels only, not BN or biases.
   section.decay_epochs = ()  # 'step' only.
   section.decay_factor = 0.1  # 'step' only.
+
+
+def _labeler(depth: int, width_multiplier: float,
+             **recipe: float) -> ml_collections.ConfigDict:
+  """The teacher labeler's section: a classifier, where it comes from, and
+  its own optimisation recipe."""
+  labeler = _classifier(depth, width_multiplier)
+  labeler.checkpoint = ''  # A finished labeler stage to reuse.
+  labeler.init_checkpoint = ''  # A converted classifier to fine-tune.
+  _recipe(labeler, **recipe)
+  return labeler
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -151,11 +164,9 @@ def base_config() -> ml_collections.ConfigDict:
   # here with its own recipe and initialisation, restored from a finished
   # stage (`checkpoint`), or fine-tuned from a converted checkpoint
   # (`init_checkpoint`, see tgt_jax/convert_keras_resnet.py).
-  config.teacher_labeler = _classifier(depth=18, width_multiplier=0.25)
-  config.teacher_labeler.checkpoint = ''
-  config.teacher_labeler.init_checkpoint = ''
-  _recipe(config.teacher_labeler, num_epochs=40.0, batch_size=64,
-          peak_learning_rate=0.1, warmup_epochs=2.0, weight_decay=5e-4)
+  config.teacher_labeler = _labeler(
+      depth=18, width_multiplier=0.25, num_epochs=40.0, batch_size=64,
+      peak_learning_rate=0.1, warmup_epochs=2.0, weight_decay=5e-4)
 
   # The teacher generator: BigBiGAN's encoder E and generator G, converted
   # from TF-Hub (`pretrained_checkpoint`, the paper's) or trained here.
@@ -164,7 +175,7 @@ def base_config() -> ml_collections.ConfigDict:
   gen.checkpoint = ''  # A finished generator stage to reuse.
   gen.image_size = config_dict.placeholder(int)  # G's output side.
   gen.channels = config_dict.placeholder(int)
-  gen.latent_dim = 24
+  gen.latent_dim = config_dict.placeholder(int)  # None: 8 per chunk.
   gen.base_channels = 16
   gen.channel_multipliers = config_dict.placeholder(tuple)
   gen.embedding_dim = 16
@@ -314,10 +325,10 @@ def shrink(config: ml_collections.ConfigDict, size: str) -> None:
     recipe.warmup_epochs = 0
   gen = config.teacher_generator
   for field in ('image_size', 'channel_multipliers', 'attention_resolution',
+                'latent_dim',
                 'encoder_image_size', 'encoder_small_image_stem',
                 'discriminator_channel_multipliers'):
     gen[field] = None
-  gen.latent_dim = 12
   gen.base_channels = 4
   gen.embedding_dim = 8
   gen.encoder_depth = 18
@@ -386,6 +397,10 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _set_default(gen, 'channel_multipliers',
                generator_channel_multipliers(gen.image_size))
   _set_default(gen, 'attention_resolution', max(8, gen.image_size // 2))
+  # [ours] 8 latent dimensions for each of G's hierarchical chunks (the seed
+  # and one per GBlock; BigBiGAN: 6 chunks of 20 [ext]).
+  _set_default(gen, 'latent_dim', LATENT_DIMS_PER_CHUNK *
+               len(gen.channel_multipliers))
   _set_default(gen, 'encoder_image_size', data.image_size)
   _set_default(gen, 'encoder_small_image_stem',
                gen.encoder_image_size < SMALL_IMAGE_STEM_BELOW)
@@ -516,14 +531,13 @@ def paper_scale(config: ml_collections.ConfigDict, dataset_name: str) -> None:
   # initialisation on the benchmark's train split, with its own recipe.
   # `keras_labeler` swaps in an ImageNet-pretrained Keras ResNet to
   # fine-tune (docs/paper_scale.md: which of these leak the test split).
-  labeler = config.teacher_labeler
-  labeler.update(_classifier(depth=50, width_multiplier=1.0))
+  labeler = config.teacher_labeler = _labeler(
+      depth=50, width_multiplier=1.0, num_epochs=90, batch_size=256,
+      peak_learning_rate=linear_scaled_learning_rate(256), warmup_epochs=5,
+      weight_decay=1e-4)
   labeler.small_image_stem = False
   labeler.mean = IMAGENET_MEAN
   labeler.std = IMAGENET_STD
-  _recipe(labeler, num_epochs=90, batch_size=256,
-          peak_learning_rate=linear_scaled_learning_rate(256),
-          warmup_epochs=5, weight_decay=1e-4)
 
   # The teacher generator: BigBiGAN ResNet-50 [paper], converted from TF-Hub
   # (`python -m tgt_jax.convert_bigbigan`); architecture [ext: BigBiGAN].

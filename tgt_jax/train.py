@@ -416,14 +416,15 @@ def save_samples(run: Run, dataset: dataset_lib.Dataset,
   """
   images, _ = dataset.grid_examples(run.config.num_grid_samples)
   real = image_ops.uint8_to_unit(jnp.asarray(images))
+  teachers = teachers.replace(latents=None)  # These images are not cached.
   rng = jax.random.PRNGKey(run.config.seed)
   rows = {'real': real,
           'reconstructed G(E(x))': teachers.generate(teachers.encode(real))}
   for method, student in students.items():
     if methods.get(method).uses_generator:
-      latents = train_steps.explored_latents(
-          method, student.classifier, student.variables, teachers, real, rng,
-          run.config)
+      latents = train_steps.explore(
+          method, student.classifier, student.variables, teachers, {}, real,
+          rng, run.config)
       rows[f'{method} explored'] = teachers.generate(latents)
   rows = {k: np.asarray(v) for k, v in rows.items()}
   labels = {k: np.argmax(np.asarray(teachers.label(v)[0]), -1)

@@ -163,15 +163,10 @@ def make_train_step(method_name: str, student: classifier_lib.Classifier,
     labels = batch['label']
     images = [real]
     if method.explore is not None:
-      frozen = {'params': state.params, 'batch_stats': state.batch_stats}
-      inputs = methods.ExploreInputs(
-          teachers=teachers,
-          student_logits=lambda x: student.apply(
-              jax.lax.stop_gradient(frozen), x, train=False)[0],
-          rng=rng, num_examples=real.shape[0], config=config)
-      latents = method.explore(
-          teachers.real_latents(batch, real) if method.encodes else None,
-          inputs)
+      frozen_student = jax.lax.stop_gradient(
+          {'params': state.params, 'batch_stats': state.batch_stats})
+      latents = explore(method_name, student, frozen_student, teachers,
+                        batch, real, rng, config)
       images.append(jax.lax.stop_gradient(teachers.generate(latents)))
     sizes = [x.shape[0] for x in images]
     labeler_outputs = ([jax.lax.stop_gradient(teachers.label(x))
@@ -182,8 +177,8 @@ def make_train_step(method_name: str, student: classifier_lib.Classifier,
 
     def objective(params):
       (logits, features), batch_stats = student.apply(
-          {'params': params, 'batch_stats': state.batch_stats},
-          jnp.concatenate(images), train=True)
+          {'params': params, 'batch_stats': state.batch_stats}, images,
+          train=True)
       logits = _split(logits, sizes)
       if method.soft_targets:
         task = losses.mixed_target_loss(labels, labeler_outputs[0][0],
@@ -238,16 +233,22 @@ def jit_train_step(method_name: str, student: classifier_lib.Classifier,
                  donate_argnums=0 if donate else ())
 
 
-def explored_latents(method_name: str, student: classifier_lib.Classifier,
-                     variables: dict[str, Any], teachers, unit_images,
-                     rng: jax.Array,
-                     config: ml_collections.ConfigDict) -> jax.Array:
-  """The latents `method_name` would decode for these real images, as its
-  step computes them (for sample grids and tests)."""
+def explore(method_name: str, student: classifier_lib.Classifier,
+            variables: dict[str, Any], teachers, batch: dict[str, jax.Array],
+            unit_images: jax.Array, rng: jax.Array,
+            config: ml_collections.ConfigDict) -> jax.Array:
+  """The latents `method_name` decodes for a batch of real images.
+
+  The step's own exploration (also used for sample grids and tests): the
+  student (`variables`, held fixed) runs in inference mode, so each
+  example's latent depends on that example alone. `batch` supplies the
+  example indices for a latent cache.
+  """
   method = methods.get(method_name)
   inputs = methods.ExploreInputs(
       teachers=teachers,
       student_logits=lambda x: student.apply(variables, x, train=False)[0],
       rng=rng, num_examples=unit_images.shape[0], config=config)
-  start = teachers.encode(unit_images) if method.encodes else None
+  start = (teachers.real_latents(batch, unit_images) if method.encodes
+           else None)
   return method.explore(start, inputs)

@@ -140,8 +140,8 @@ def default_shot_thresholds(train_counts: np.ndarray) -> tuple[float, float]:
   Geometric thirds of the count range from head h to tail t: many-shot
   classes have more than h / r^(1/3) images, few-shot fewer than
   h / r^(2/3), with r = h / t. On an exponential profile each group then
-  holds about a third of the classes; on the digits demo (130 down to 3) it
-  gives the demo's own groups, and a balanced set is all medium-shot.
+  holds about a third of the classes, and the thresholds scale with the
+  head class; a balanced set is all medium-shot.
   """
   counts = np.asarray(train_counts, np.float64)
   head, tail = counts.max(), max(counts.min(), 1.0)

@@ -27,9 +27,14 @@ class Classifier:
   std: Sequence[float]
   channel_order: str = 'rgb'
 
-  def inputs(self, unit_images: jax.Array) -> jax.Array:
-    return image_ops.classifier_input(unit_images, self.image_size,
-                                      self.mean, self.std, self.channel_order)
+  def inputs(self, unit_images) -> jax.Array:
+    """The network's input for one batch or a list of batches (any sizes,
+    each resized first, then concatenated: one pass sees them all)."""
+    if not isinstance(unit_images, (list, tuple)):
+      unit_images = [unit_images]
+    return jax.numpy.concatenate([
+        image_ops.classifier_input(x, self.image_size, self.mean, self.std,
+                                   self.channel_order) for x in unit_images])
 
   def init(self, rng: jax.Array, channels: int) -> dict[str, Any]:
     """Variables ({'params', 'batch_stats'}) for `channels`-channel images."""
@@ -37,8 +42,10 @@ class Classifier:
         rng, jax.numpy.zeros((1, self.image_size, self.image_size, channels)),
         train=False)
 
-  def apply(self, variables, unit_images: jax.Array, train: bool = False):
+  def apply(self, variables, unit_images, train: bool = False):
     """(logits, embedding), and in train mode also the new batch_stats.
+
+    `unit_images`: one batch, or a list of batches that go through together.
 
     Train mode normalises with the batch's statistics and returns
     `(logits, embedding), batch_stats`; inference mode uses the running
