@@ -10,13 +10,17 @@ import os
 import numpy as np
 import pytest
 
-from configs import digits_lt
-from tgt_jax.data import pipeline
+from tgt_jax.data import dataset as dataset_lib
 from tgt_jax.experiments import exploration_sweep
 from tgt_jax.experiments import grid
 from tgt_jax.experiments import long_tail_table
 from tgt_jax.experiments import results_doc
 from tgt_jax.experiments import sample_size
+
+
+def _demo():
+  from test_config_lib import load_config  # pylint: disable=g-import-not-at-top
+  return load_config('digits_lt')
 
 
 def _report(overall, few=None):
@@ -35,10 +39,10 @@ def test_run_variants_shares_teachers_and_trains_equal_configs_once(tmp_path):
       os.makedirs(os.path.join(workdir, stage), exist_ok=True)
     return {'kd': _report(0.5 + config.seed / 10)}
 
-  base = digits_lt.get_config()
-  other = digits_lt.get_config()
+  base = _demo()
+  other = _demo()
   other.exploration.sigma = 1.0
-  same_as_base = digits_lt.get_config()
+  same_as_base = _demo()
   results = grid.run_variants(
       {'a': base, 'b': other, 'c': same_as_base}, [0, 1], str(tmp_path),
       train_fn=fake_train)
@@ -67,7 +71,7 @@ def test_run_variants_takes_teachers_from_teacher_dir(tmp_path):
                  config.teacher_generator.checkpoint))
     return {}
 
-  grid.run_variants({'a': digits_lt.get_config()}, [0, 1],
+  grid.run_variants({'a': _demo()}, [0, 1],
                     str(tmp_path / 'out'), str(teacher_dir), fake_train)
   # Only the teacher the directory has is restored.
   assert seen == [(str(teacher_dir / 'teacher_labeler'), '')] * 2
@@ -98,19 +102,20 @@ def test_multipliers_per_size_and_baseline():
 
 
 def test_sample_size_runs_every_size_for_the_same_steps():
-  configs = sample_size.variants([13, 34, 134], steps=850, methods=['kd'])
+  configs = sample_size.variants([13, 34, 134], steps=850, methods=['kd'],
+                                 base=_demo())
   assert list(configs) == ['n130', 'n340', 'n1340']
   for name, config in configs.items():
     num_images = int(name[1:])
     assert config.long_tail.imbalance_factor == 1.0
     assert config.long_tail.max_count * 10 == num_images
-    assert pipeline.steps_for_epochs(num_images, config.batch_size,
+    assert dataset_lib.steps_for_epochs(num_images, config.batch_size,
                                      config.num_epochs) == 850
 
 
 def test_sweep_variants_share_the_demo_point():
   specs = exploration_sweep.sweeps([0.0, 0.5], [0.25, 1.0], [1, 2])
-  configs = exploration_sweep.variants(specs)
+  configs = exploration_sweep.variants(specs, _demo())
   assert set(configs) == {'sigma_0', 'sigma_0.5', 'step_size_0.25',
                           'step_size_1', 'num_steps_1', 'num_steps_2'}
   assert configs['sigma_0'].methods == ('tgt_random',)
@@ -122,7 +127,7 @@ def test_sweep_variants_share_the_demo_point():
 
 
 def test_long_tail_settings_and_table():
-  configs = long_tail_table.variants()
+  configs = long_tail_table.variants(_demo())
   assert configs['if100'].long_tail.imbalance_factor == 100.0
   assert long_tail_table.digits_lt_counts(configs['if100'])[-1] == 1
   per_seed = {s: {m: _report(0.5 + 0.1 * i + 0.01 * s)

@@ -8,8 +8,8 @@ embedding_distill.mode none, raw (EAsT), compressed (Ding & Lerch) and
 random_projection (a fixed random g of the same size d_c), over the seeds,
 and writes WORKDIR/ablation.json ({model: {metric: {mean, std, values}}} and
 the per-seed results) and WORKDIR/ablation.md (mean ± std, the command).
-`--quick` runs the digits_lt:quick config instead (a smoke test, not a
-result). `--methods` and `--modes` narrow the grid.
+`--config=configs/digits_lt.py:quick` runs the quick config instead (a smoke
+test, not a result). `--methods` and `--modes` narrow the grid.
 
 Run (seed s, mode m) lives in WORKDIR/seed_<s>/<m>. The teachers are trained
 once, by the first run, and every other run restores them from its
@@ -20,6 +20,7 @@ what it finished before, so an interrupted ablation picks up where it
 stopped.
 """
 
+import copy
 import os
 from typing import Any, Mapping, Sequence
 
@@ -28,7 +29,6 @@ from absl import flags
 from absl import logging
 import ml_collections
 
-from configs import digits_lt
 from tgt_jax import embedding_distill
 from tgt_jax import train
 from tgt_jax.experiments import grid
@@ -43,10 +43,10 @@ METRICS = seed_stats.METRICS
 _TEACHER_STAGES = grid.TEACHER_STAGES
 
 
-def run_config(quick: bool, methods: Sequence[str], mode: str,
-               seed: int) -> ml_collections.ConfigDict:
-  """The digits demo config of one run of the grid."""
-  config = digits_lt.get_config('quick' if quick else '')
+def run_config(base: ml_collections.ConfigDict, methods: Sequence[str],
+               mode: str, seed: int) -> ml_collections.ConfigDict:
+  """The base config of one run of the grid."""
+  config = copy.deepcopy(base)
   config.methods = tuple(methods)
   config.seed = seed
   config.embedding_distill.mode = mode
@@ -54,7 +54,7 @@ def run_config(quick: bool, methods: Sequence[str], mode: str,
 
 
 def run_ablation(workdir: str, seeds: Sequence[int], methods: Sequence[str],
-                 modes: Sequence[str], quick: bool,
+                 modes: Sequence[str], base: ml_collections.ConfigDict,
                  teacher_dir: str | None = None) -> dict[int, dict]:
   """Trains the grid; returns {seed: {model key: report}} over all modes.
 
@@ -66,7 +66,7 @@ def run_ablation(workdir: str, seeds: Sequence[int], methods: Sequence[str],
   for seed in seeds:
     per_seed[seed] = {}
     for mode in modes:
-      config = run_config(quick, methods, mode, seed)
+      config = run_config(base, methods, mode, seed)
       run_dir = os.path.join(workdir, f'seed_{seed}', mode)
       if teacher_dir is not None or run_dir != first_run:
         config = grid.share_teachers(config, teacher_dir or first_run)
@@ -125,7 +125,7 @@ def _ordered(per_seed: Mapping[int, Mapping[str, Any]],
              methods: Sequence[str], modes: Sequence[str]) -> dict:
   """Rows grouped by method, modes in flag order, teachers first."""
   order = list(_TEACHER_STAGES) + [
-      embedding_distill.result_key(method, mode)
+      method if mode == 'none' else f'{method}+emb_{mode}'
       for method in methods for mode in modes]
   return {seed: {name: results[name] for name in order if name in results}
           for seed, results in per_seed.items()}
@@ -141,7 +141,7 @@ def main(argv):
       raise app.UsageError(f'Unknown mode {mode!r} in --modes; choose from '
                            f'{embedding_distill.MODES}.')
   per_seed = run_ablation(FLAGS.workdir, seeds, FLAGS.methods, FLAGS.modes,
-                          FLAGS.quick, FLAGS.teacher_dir)
+                          grid.base_config(), FLAGS.teacher_dir)
   per_seed = _ordered(per_seed, FLAGS.methods, FLAGS.modes)
   summary = aggregate(per_seed)
   table = ablation_table(summary, seeds, info)

@@ -15,14 +15,15 @@ few-shot accuracy, mean ± std bands). The demo's setting is one point of
 each sweep; `--teacher_dir` reuses an earlier run's teachers.
 """
 
+import copy
 from typing import Any, Mapping, Sequence
 
 from absl import app
 from absl import flags
 import matplotlib.pyplot as plt
+import ml_collections
 import numpy as np
 
-from configs import digits_lt
 from tgt_jax import train
 from tgt_jax import visualize
 from tgt_jax.experiments import grid
@@ -53,17 +54,16 @@ def variant_name(sweep: str, value) -> str:
 
 
 def variants(sweep_specs: Mapping[str, tuple[str, str, list]],
-             quick: bool = False) -> dict[str, Any]:
+             base: ml_collections.ConfigDict) -> dict[str, Any]:
   """One config per (sweep, value); a value shared by two sweeps is one run.
 
   The gradient sweeps cross at the demo's (step_size, num_steps); each run
   trains only the sweep's method.
   """
-  base = digits_lt.get_config('quick' if quick else '')
   configs = {}
   for sweep, (method, field, values) in sweep_specs.items():
     for value in values:
-      config = digits_lt.get_config('quick' if quick else '')
+      config = copy.deepcopy(base)
       config.methods = (method,)
       config.exploration[field] = type(base.exploration[field])(value)
       configs[variant_name(sweep, value)] = config
@@ -81,9 +81,9 @@ def summarize(results, sweep_specs) -> dict:
   return summary
 
 
-def table(summary, seeds, info) -> str:
-  """Markdown: one table per sweep, mean ± std (%) over the seeds."""
-  demo = digits_lt.get_config().exploration
+def table(summary, seeds, info, demo) -> str:
+  """Markdown: one table per sweep, mean ± std (%) over the seeds; `demo`:
+  the base config's exploration section."""
   lines = [grid.header('Exploration sweeps', info),
            f'Top-1 accuracy (%) on the balanced test split, mean ± std '
            f'(ddof 0) over seeds {", ".join(map(str, seeds))}; the demo\'s '
@@ -131,11 +131,12 @@ def main(argv):
                  [float(v) for v in FLAGS.step_sizes],
                  [int(v) for v in FLAGS.num_steps])
   info = grid.provenance()
-  configs = variants(specs, FLAGS.quick)
+  base = grid.base_config()
+  configs = variants(specs, base)
   results = grid.run_variants(configs, seeds, FLAGS.workdir,
                               FLAGS.teacher_dir)
   summary = summarize(results, specs)
-  markdown = table(summary, seeds, info)
+  markdown = table(summary, seeds, info, base.exploration)
   grid.write_outputs(FLAGS.workdir, NAME,
                      {**info, 'seeds': seeds, 'summary': summary,
                       'per_seed': results}, markdown)

@@ -18,7 +18,6 @@ docs/results.md.
 
 import copy
 import datetime
-import json
 import os
 import platform
 import sys
@@ -28,8 +27,9 @@ from absl import flags
 from absl import logging
 import jax
 import ml_collections
+from ml_collections import config_flags
 
-from tgt_jax import evaluation
+from tgt_jax import files
 from tgt_jax import train
 from tgt_jax.experiments import seed_stats
 
@@ -43,10 +43,16 @@ flags.DEFINE_string(
     'Workdir of an earlier run of the same dataset config (e.g. the demo\'s) '
     'whose teachers every run restores; default: the first run trains them.')
 flags.DEFINE_list('seeds', ['0', '1', '2'], 'Student seeds.')
-flags.DEFINE_bool('quick', False,
-                  'Experiments on configs/digits_lt.py: use its :quick '
-                  'schedules (a smoke test, not a result).')
+config_flags.DEFINE_config_file(
+    'config', 'configs/digits_lt.py',
+    'The experiment\'s base config, e.g. configs/digits_lt.py:quick (a smoke '
+    'test, not a result).', lock_config=False)
 flags.mark_flags_as_required(['workdir'])
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """A copy of the --config this experiment varies."""
+  return copy.deepcopy(flags.FLAGS.config)
 
 
 def share_teachers(config: ml_collections.ConfigDict,
@@ -140,6 +146,5 @@ def write_outputs(workdir: str, name: str, payload: Mapping[str, Any],
                   markdown: str) -> None:
   """WORKDIR/<name>.json and WORKDIR/<name>.md, each replaced atomically."""
   os.makedirs(workdir, exist_ok=True)
-  evaluation.atomic_write(os.path.join(workdir, f'{name}.json'),
-                          json.dumps(payload, indent=2))
-  evaluation.atomic_write(os.path.join(workdir, f'{name}.md'), markdown)
+  files.write_json(os.path.join(workdir, f'{name}.json'), payload)
+  files.atomic_write(os.path.join(workdir, f'{name}.md'), markdown)

@@ -19,14 +19,15 @@ workdir); without it the first run trains them. Writes
 WORKDIR/long_tail_table.{json,md,png}.
 """
 
+import copy
 from typing import Any, Mapping, Sequence
 
 from absl import app
 from absl import flags
 import matplotlib.pyplot as plt
+import ml_collections
 import numpy as np
 
-from configs import digits_lt
 from tgt_jax import train
 from tgt_jax import visualize
 from tgt_jax.data import long_tail
@@ -41,11 +42,11 @@ METHODS = ('onehot', 'kd', 'tgt_random', 'tgt_gradient')
 SETTINGS = {'if50': 50.0, 'if100': 100.0}
 
 
-def variants(quick: bool = False) -> dict[str, Any]:
-  """One digits_lt config per long-tail setting."""
+def variants(base: ml_collections.ConfigDict) -> dict[str, Any]:
+  """One copy of the base config per long-tail setting."""
   configs = {}
   for name, factor in SETTINGS.items():
-    config = digits_lt.get_config('quick' if quick else '')
+    config = copy.deepcopy(base)
     config.methods = METHODS
     config.long_tail.imbalance_factor = factor
     configs[name] = config
@@ -110,7 +111,7 @@ def main(argv):
   train.quiet_orbax_logs()
   seeds = [int(s) for s in FLAGS.seeds]
   info = grid.provenance()
-  configs = variants(FLAGS.quick)
+  configs = variants(grid.base_config())
   results = grid.run_variants(configs, seeds, FLAGS.workdir,
                               FLAGS.teacher_dir)
   summary = summarize(results)

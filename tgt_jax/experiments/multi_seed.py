@@ -18,16 +18,12 @@ from typing import Any, Mapping, Sequence
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 from tgt_jax import train
 from tgt_jax.experiments import grid
 from tgt_jax.experiments import seed_stats
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'Experiment config.',
-                                lock_config=True)
-flags.mark_flags_as_required(['config'])
 
 METRICS = seed_stats.METRICS
 
@@ -73,7 +69,8 @@ def main(argv):
   del argv
   train.quiet_orbax_logs()
   seeds = [int(s) for s in FLAGS.seeds]
-  per_seed = run_seeds(FLAGS.config, seeds, FLAGS.workdir, FLAGS.teacher_dir)
+  per_seed = run_seeds(grid.base_config(), seeds, FLAGS.workdir,
+                       FLAGS.teacher_dir)
   summary = summarize(per_seed)
   with open(os.path.join(FLAGS.workdir, 'summary.json'), 'w') as f:
     json.dump(summary, f, indent=2)

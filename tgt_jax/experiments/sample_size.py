@@ -21,14 +21,15 @@ the full train split); `--teacher_dir` reuses them from an earlier run.
 Writes WORKDIR/sample_size.{json,md,png}.
 """
 
+import copy
 from typing import Any, Mapping, Sequence
 
 from absl import app
 from absl import flags
 import matplotlib.pyplot as plt
+import ml_collections
 import numpy as np
 
-from configs import digits_lt
 from tgt_jax import train
 from tgt_jax import visualize
 from tgt_jax.experiments import grid
@@ -36,7 +37,8 @@ from tgt_jax.experiments import grid
 FLAGS = flags.FLAGS
 flags.DEFINE_list('per_class', ['13', '34', '67', '134'],
                   'Real training images per class, one subset each.')
-flags.DEFINE_integer('steps', 850, '[ours] Student steps at every size.')
+flags.DEFINE_integer('steps', 850, '[ours] Student steps at every size; 0 '
+                     'keeps the base config\'s schedule (e.g. with :quick).')
 flags.DEFINE_list('baselines', ['onehot', 'kd'], 'Methods without TGT.')
 flags.DEFINE_string('tgt_method', 'tgt_random', 'The TGT method.')
 
@@ -46,11 +48,13 @@ WARMUP_STEPS = 30  # [ours] About the demo's 5 warm-up epochs.
 
 
 def variants(per_class: Sequence[int], steps: int, methods: Sequence[str],
+             base: ml_collections.ConfigDict,
              quick: bool = False) -> dict[str, Any]:
-  """One config per subset size: balanced, `per_class` images a class."""
+  """One config per subset size: balanced, `per_class` images a class;
+  `quick` keeps the base config's (short) schedule instead of `steps`."""
   configs = {}
   for count in per_class:
-    config = digits_lt.get_config('quick' if quick else '')
+    config = copy.deepcopy(base)
     config.methods = tuple(methods)
     # An exponential profile with factor 1 is a balanced subset.
     config.long_tail.imbalance_factor = 1.0
@@ -177,7 +181,8 @@ def main(argv):
   methods = [*FLAGS.baselines, FLAGS.tgt_method]
   info = grid.provenance()
   results = grid.run_variants(
-      variants(per_class, FLAGS.steps, methods, FLAGS.quick), seeds,
+      variants(per_class, FLAGS.steps, methods, grid.base_config(),
+               quick=FLAGS.steps == 0), seeds,
       FLAGS.workdir, FLAGS.teacher_dir)
   sizes = [NUM_CLASSES * c for c in per_class]
   summary = summarize(results, methods)
