@@ -106,23 +106,10 @@ def make_tiny_setup(config: ml_collections.ConfigDict | None = None,
   always moves the parameters whatever the config's warm-up says.
   """
   config = resolved(config or tiny_config())
-  gen = config.teacher_generator
   channels = config.dataset.channels
-  labeler = build.classifier(config.teacher_labeler, NUM_CLASSES)
+  teachers = teachers_lib.random_teachers(config, NUM_CLASSES, channels,
+                                          seed=seed)
   student = build.classifier(config.student, NUM_CLASSES)
-  encoder = build.encoder(gen)
-  generator = build.generator(gen, spectral_norm=False)
-  size, enc_size = labeler.image_size, gen.encoder_image_size
-  teachers = teachers_lib.Teachers(
-      labeler_network=labeler,
-      labeler=teachers_lib.random_variables(
-          labeler.network, (1, size, size, channels), seed * 5),
-      encoder_network=encoder, encoder_image_size=enc_size,
-      encoder=teachers_lib.random_variables(
-          encoder, (1, enc_size, enc_size, channels), seed * 5 + 1),
-      generator_network=generator,
-      generator=teachers_lib.random_variables(
-          generator, (1, gen.latent_dim), seed * 5 + 2))
   tx = optax.sgd(0.1, momentum=0.9)
   size = student.image_size
   variables = teachers_lib.random_variables(

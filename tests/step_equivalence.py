@@ -11,12 +11,12 @@ jax is imported):
       jax.distributed.initialize as `main.py --multihost` does: each step on
       the mesh of all global devices, every process feeding its own rows.
 
-The step is jitted and fed exactly as tgt_jax/train.py does (replicated state
+The step is built (train_steps.jit_train_step) and fed as training does (replicated state
 and teachers, each process's rows of the batch assembled into a global array
 split along 'data', replicated outputs). Process 0 (or the single process)
 writes OUT_DIR/arrays.npz: per method the initial state, the updated state
 and the metrics; every process writes OUT_DIR/input_<id>.npz, its rows of a
-batch read through tgt_jax.data.sources.
+batch read through the dataset interface.
 """
 
 import json
@@ -26,14 +26,14 @@ import jax
 import numpy as np
 
 import conftest
-from tgt_jax import embedding_distill
+from tgt_jax import config_lib
 from tgt_jax import sharding
 from tgt_jax import train
 from tgt_jax import train_steps
-from tgt_jax.data import sources
+from tgt_jax.data import dataset as dataset_lib
 
-# Every step the code has: the five methods, and embedding distillation
-# (its own step, with the teacher transformation g/h in the state's aux).
+# Every method's step, and kd with embedding compression (a loss term with
+# its own state, g/h, in the TrainState).
 METHODS = ('onehot', 'kd', 'tgt_random', 'tgt_gradient', 'tgt_prior',
            'kd+emb_compressed')
 
@@ -41,8 +41,8 @@ METHODS = ('onehot', 'kd', 'tgt_random', 'tgt_gradient', 'tgt_prior',
 def flat(state):
   """{"['params']['stem_conv']['kernel']": array, ...} of a TrainState."""
   tree = {'params': state.params, 'batch_stats': state.batch_stats}
-  if state.aux is not None:
-    tree['aux'] = state.aux
+  if state.terms:
+    tree['terms'] = state.terms
   return {jax.tree_util.keystr(path): np.asarray(leaf)
           for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
@@ -55,34 +55,27 @@ def step_config():
   sits near 0 and jump the gradient. A short ascent step keeps rounding in
   the ascent direction from moving the latents (and the generated images)
   by more than ~1e-7; with eta = 1 it moves them by ~1e-4, enough to flip
-  units. The teachers' seed (1) is one whose random networks have no unit
-  within rounding distance of 0.
+  units.
   """
   config = conftest.tiny_config()
-  config.distill.temperature = 1.0
-  config.distill.alpha = 1.0
-  config.distill.generated_weight = 1.0
-  config.exploration.sigma = 0.5
-  config.exploration.step_size = 0.05
-  config.exploration.num_steps = 1
-  config.exploration.normalize = True
-  config.exploration.init_sigma = 0.0
-  return config
+  config.distill.update(dict(temperature=1.0, alpha=1.0,
+                             generated_weight=1.0))
+  config.exploration.update(dict(sigma=0.5, step_size=0.05, num_steps=1,
+                                 normalize=True, init_sigma=0.0))
+  return config_lib.resolve(config)
 
 
 def method_setup(name, tiny):
-  """(step function, initial state) of `name`, e.g. 'kd+emb_compressed'."""
+  """(terms, initial state) of `name`, e.g. 'kd+emb_compressed'."""
   method, _, mode = name.partition('+emb_')
   if not mode:
-    return (train_steps.make_train_step(method, tiny.models, tiny.config),
-            tiny.state)
+    return method, (), tiny.state
   config = tiny.config.copy_and_resolve_references()
   config.embedding_distill.mode = mode
-  aux = embedding_distill.create_state(
-      tiny.models, config, tiny.teachers, tiny.batch['image'].shape[1:],
-      jax.random.PRNGKey(2))
-  return (embedding_distill.make_train_step(method, tiny.models, config),
-          tiny.state.replace(aux=aux))
+  (term,) = train_steps.loss_terms(config, conftest.NUM_CLASSES)
+  term_state = term.init(jax.random.PRNGKey(2), tiny.teachers,
+                         tiny.batch['image'].shape[1:])
+  return method, (term,), tiny.state.replace(terms={term.name: term_state})
 
 
 def main(out_dir, mode, *process_args):
@@ -99,20 +92,20 @@ def main(out_dir, mode, *process_args):
     meshes = {1: sharding.create_mesh(jax.devices()[:1]),
               4: sharding.create_mesh()}
   config = step_config()
-  tiny = conftest.make_tiny_teachers(config, seed=1)
+  tiny = conftest.make_tiny_setup(config, seed=1)
   host_batch = jax.device_get(tiny.batch)
   rows = sharding.local_slice(config.batch_size)
   arrays, report = {}, {'placement': {}, 'errors': {}}
 
   for name in METHODS:
-    step_fn, init_state = method_setup(name, tiny)
+    method, terms, init_state = method_setup(name, tiny)
     arrays.update({f'init/{name}/{k}': v for k, v in flat(init_state).items()})
     for num_devices, mesh in meshes.items():
       sharding.check_batch_size(config.batch_size, mesh)
-      replicated = sharding.replicated(mesh)
-      # As train._train_classifier, except donate_argnums: the same input
-      # state is reused for every mesh here.
-      step = jax.jit(step_fn, out_shardings=(replicated, replicated))
+      # As training builds it, except that the input state is not donated:
+      # the same one is reused for every mesh here.
+      step = train_steps.jit_train_step(method, tiny.student, tiny.tx,
+                                        config, mesh, terms, donate=False)
       state = sharding.put_replicated(init_state, mesh)
       teachers = sharding.put_replicated(tiny.teachers, mesh)
       batch = sharding.put_batch(
@@ -134,9 +127,8 @@ def main(out_dir, mode, *process_args):
 
   # The input path itself: this process's rows of global batch 3 of the
   # student's long-tail data, as train.py reads them.
-  data = sources.load_data(config)
-  local = sources.train_batch_fn(data, 'student', config.batch_size, seed=0,
-                                 max_shift=config.augment_max_shift)(3)
+  data = dataset_lib.load(config)
+  local = data.train_batches('student', config.batch_size, seed=0)(3)
   np.savez(f'{out_dir}/input_{jax.process_index()}.npz', **local)
 
   if mode == 'devices':
@@ -148,7 +140,7 @@ def main(out_dir, mode, *process_args):
     bad = conftest.tiny_config()
     bad.batch_size = 6
     try:
-      train.validate_config(bad, mesh)
+      train.validate(config_lib.resolve(bad), mesh)
     except ValueError as error:
       report['errors']['validate_config'] = str(error)
 

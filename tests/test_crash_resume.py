@@ -24,6 +24,8 @@ import pytest
 
 import conftest
 
+pytestmark = pytest.mark.integration
+
 _REPO = conftest.REPO
 _CONFIG = os.path.join(_REPO, 'tests', 'tiny_pipeline_config.py')
 _STAGES = ('teacher_labeler', 'teacher_generator', 'students/tgt_gradient')

@@ -21,6 +21,8 @@ import pytest
 import conftest
 from step_equivalence import METHODS
 
+pytestmark = pytest.mark.integration
+
 _REPO = conftest.REPO
 _SCRIPT = os.path.join(_REPO, 'tests', 'step_equivalence.py')
 

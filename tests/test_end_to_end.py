@@ -1,46 +1,65 @@
-"""The whole pipeline at configs/digits_lt.py:quick, and its resume."""
+"""The pipeline as users run it: `python main.py` on the digits demo, on a
+folder of their own images, and on a paper config's smoke variant."""
 
 import json
 import os
 import shutil
+import subprocess
+import sys
 
+import numpy as np
+from PIL import Image
 import pytest
 
-from configs import digits_lt
+import conftest
+from test_config_lib import load_config
+from tgt_jax import config_lib
+from tgt_jax import pretrained
+from tgt_jax import teachers as teachers_lib
 from tgt_jax import train
+from tgt_jax.models import build
 
 METHODS = ('onehot', 'kd', 'tgt_random', 'tgt_gradient')
+
+
+def _main(*args, timeout=900):
+  """Runs `python main.py ARGS` from the repository root; returns stderr."""
+  process = subprocess.run(
+      [sys.executable, 'main.py', *args], cwd=conftest.REPO,
+      env=conftest.subprocess_env(), capture_output=True, text=True,
+      timeout=timeout, check=False)
+  assert process.returncode == 0, process.stderr[-5000:]
+  return process.stderr
 
 
 @pytest.fixture(scope='module')
 def quick_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('digits_lt_quick'))
-  config = digits_lt.get_config('quick')
-  results = train.train_and_evaluate(config, workdir)
-  return config, workdir, results
-
-
-def test_results_json_has_every_method_and_teacher(quick_run):
-  _, workdir, results = quick_run
+  log = _main('--config=configs/digits_lt.py:quick', f'--workdir={workdir}')
   with open(os.path.join(workdir, 'results.json')) as f:
-    written = json.load(f)
-  assert written == json.loads(json.dumps(results))
+    return workdir, json.load(f), log
+
+
+@pytest.mark.e2e
+def test_results_json_has_every_method_and_teacher(quick_run):
+  _, results, log = quick_run
   for name in (*METHODS, 'teacher_labeler'):
-    report = written[name]
+    report = results[name]
     assert set(report) == {'overall', 'many', 'medium', 'few', 'per_class'}
     assert len(report['per_class']) == 10
     for key in ('overall', 'many', 'medium', 'few'):
       assert 0.0 <= report[key] <= 1.0
     # Balanced test split: overall accuracy is the mean per-class accuracy.
-    assert report['overall'] == pytest.approx(
-        sum(report['per_class']) / 10)
-  assert 0.0 <= written['reconstruction_agreement'] <= 1.0
+    assert report['overall'] == pytest.approx(sum(report['per_class']) / 10)
+  assert 0.0 <= results['reconstruction_agreement'] <= 1.0
   # Even the quick labeler, trained on the full split, reads digits well.
-  assert written['teacher_labeler']['overall'] > 0.5
+  assert results['teacher_labeler']['overall'] > 0.5
+  assert 'input sizes: data 8px' in log  # The derived sizes are logged.
 
 
+@pytest.mark.e2e
 def test_outputs_in_workdir(quick_run):
-  _, workdir, _ = quick_run
+  workdir, _, _ = quick_run
   with open(os.path.join(workdir, 'results.md')) as f:
     table = f.read()
   for name in (*METHODS, 'teacher_labeler'):
@@ -53,16 +72,80 @@ def test_outputs_in_workdir(quick_run):
     assert os.listdir(os.path.join(workdir, stage)), stage
 
 
+@pytest.mark.e2e
 def test_rerun_resumes_interrupted_stage_exactly(quick_run):
   """Drop the last checkpoint of one student: the rerun trains only the
   missing steps and ends where the uninterrupted run ended."""
-  config, workdir, results = quick_run
+  workdir, results, _ = quick_run
   student_dir = os.path.join(workdir, 'students', 'tgt_gradient')
   steps = sorted(int(s) for s in os.listdir(student_dir) if s.isdigit())
   assert len(steps) >= 2, steps
   shutil.rmtree(os.path.join(student_dir, str(steps[-1])))
-  rerun = train.train_and_evaluate(config, workdir)
-  assert rerun['tgt_gradient'] == results['tgt_gradient']
-  # Finished stages are reused as they are.
-  assert rerun['teacher_labeler'] == results['teacher_labeler']
-  assert rerun['onehot'] == results['onehot']
+  log = _main('--config=configs/digits_lt.py:quick', f'--workdir={workdir}')
+  assert f'[tgt_gradient] resumed from step {steps[-2]}' in log
+  with open(os.path.join(workdir, 'results.json')) as f:
+    rerun = json.load(f)
+  assert rerun == results
+
+
+def _image_folder(root, size=20, counts=(12, 9, 6, 4)):
+  """Colour-coded RGB classes of random-size images, train and test."""
+  rng = np.random.default_rng(0)
+  colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]
+  for split, per_class in (('train', counts), ('test', (3,) * len(counts))):
+    for label, count in enumerate(per_class):
+      folder = os.path.join(root, split, f'class_{label}')
+      os.makedirs(folder)
+      for i in range(count):
+        height, width = rng.integers(size, 2 * size, 2)
+        pixels = np.clip(rng.normal(colours[label], 40, (height, width, 3)),
+                         0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(os.path.join(folder, f'{i}.png'))
+
+
+@pytest.mark.e2e
+def test_your_own_images_in_one_flag(tmp_path):
+  """configs/image_folder.py:root=DIR,...: every size follows from `size`."""
+  root = str(tmp_path / 'images')
+  _image_folder(root)
+  workdir = str(tmp_path / 'work')
+  log = _main(f'--config=configs/image_folder.py:root={root},size=12,'
+              'quick=True', f'--workdir={workdir}', '--config.batch_size=8',
+              '--config.teacher_labeler.batch_size=8',
+              '--config.teacher_generator.batch_size=8',
+              '--config.eval_batch_size=8', "--config.methods=('kd',"
+              "'tgt_gradient')")
+  assert 'input sizes: data 12px x 3; student 12, labeler 12, encoder 12, ' \
+         'generator output 16' in log
+  with open(os.path.join(workdir, 'results.json')) as f:
+    results = json.load(f)
+  assert {'teacher_labeler', 'kd', 'tgt_gradient'} <= set(results)
+  assert len(results['kd']['per_class']) == 4
+  with open(os.path.join(workdir, 'config.json')) as f:
+    recorded = json.load(f)
+  # The natural-image recipe: crops within size // 8 pixels, flips.
+  assert recorded['dataset.max_shift'] == 1 and recorded['dataset.flip']
+
+
+@pytest.mark.e2e
+def test_paper_smoke_config_with_a_converted_teacher(tmp_path):
+  """places_lt:smoke through train_and_evaluate, streaming fake data, with
+  the generator loaded from a converted checkpoint (random weights)."""
+  config = load_config('places_lt', 'smoke')
+  config.methods = ('kd', 'tgt_gradient')
+  gen = config_lib.resolve(config).teacher_generator
+  directory = str(tmp_path / 'bigbigan')
+  variables = {
+      'generator': teachers_lib.random_variables(
+          build.generator(gen, spectral_norm=False), (1, gen.latent_dim), 0),
+      'encoder': teachers_lib.random_variables(
+          build.encoder(gen), (1, gen.encoder_image_size,
+                               gen.encoder_image_size, 3), 1)}
+  pretrained.save_teacher_generator(directory, variables, gen,
+                                    {'source': 'random, for a test'})
+  config.teacher_generator.pretrained_checkpoint = directory
+  results = train.train_and_evaluate(config, str(tmp_path / 'workdir'))
+  assert {'teacher_labeler', 'reconstruction_agreement', 'kd',
+          'tgt_gradient'} <= set(results)
+  assert 0.0 <= results['tgt_gradient']['overall'] <= 1.0
+  assert os.path.exists(tmp_path / 'workdir' / 'samples.png')

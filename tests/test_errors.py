@@ -10,7 +10,7 @@ import pytest
 
 import conftest
 from tgt_jax import train
-from tgt_jax import train_steps
+from tgt_jax import methods
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -83,13 +83,25 @@ def test_unknown_dataset_name_lists_the_known_ones(tmp_path):
   assert not workdir.exists()
 
 
+def test_inconsistent_config_fails_before_training(tmp_path):
+  config = conftest.tiny_config()
+  config.teacher_generator.channels = 3  # The digits have one.
+  config.student.image_size = 16  # The pipeline delivers 8.
+  workdir = tmp_path / 'work'
+  with pytest.raises(train.ConfigError) as error:
+    train.train_and_evaluate(config, str(workdir))
+  assert 'teacher_generator.channels=3' in str(error.value)
+  assert 'student.image_size=16' in str(error.value)
+  assert not workdir.exists()
+
+
 def test_unknown_method_fails_before_training(tmp_path):
   config = conftest.tiny_config()
   config.methods = ('onehot', 'tgt_sampling')
   workdir = tmp_path / 'work'
   with pytest.raises(ValueError, match="'tgt_sampling'") as error:
     train.train_and_evaluate(config, str(workdir))
-  for method in train_steps.METHODS:
+  for method in methods.METHODS:
     assert method in str(error.value)
   assert not workdir.exists()
 

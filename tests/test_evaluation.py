@@ -3,9 +3,11 @@
 import json
 import os
 
+import jax
 import numpy as np
 
 from tgt_jax import evaluation
+from tgt_jax import sharding
 
 
 def test_accuracy_report_per_class_and_groups():
@@ -33,3 +35,15 @@ def test_empty_group_is_written_as_null_not_nan(tmp_path):
   assert '| kd | 50.0 | 100.0 | - | 0.0 |' in table
   assert 'Reconstruction agreement' in table and '25.0%' in table
   assert not os.path.exists(os.path.join(tmp_path, 'results.json.tmp'))
+
+
+def test_predict_keeps_every_unmasked_row_once_in_order():
+  batches = [{'image': np.arange(4, dtype=np.uint8)[:, None] + 10 * b,
+              'label': np.arange(4) + 4 * b,
+              'mask': np.array([True, True, True, b == 0])}
+             for b in range(2)]
+  outputs, labels = evaluation.predict(
+      jax.jit(lambda x: x[:, 0].astype(np.float32) * 2), batches,
+      sharding.create_mesh(jax.devices()[:1]))
+  np.testing.assert_array_equal(labels, [0, 1, 2, 3, 4, 5, 6])
+  np.testing.assert_array_equal(outputs, [0, 2, 4, 6, 20, 22, 24])

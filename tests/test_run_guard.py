@@ -88,6 +88,7 @@ def test_reused_teacher_ignores_seed_and_is_never_moved(tmp_path):
   assert _snapshot(tmp_path) == before
 
 
+@pytest.mark.integration
 def test_pipeline_keeps_results_of_other_methods_and_refuses_changes(tmp_path):
   """Adding a method to a finished run keeps the earlier results; a changed
   config stops before compute and leaves every file as it was."""

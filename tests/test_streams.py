@@ -22,10 +22,10 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 import conftest  # pylint: disable=g-import-not-at-top
 from test_config_lib import load_config  # pylint: disable=g-import-not-at-top
-from tgt_jax import benchmark  # pylint: disable=g-import-not-at-top
 from tgt_jax import config_lib  # pylint: disable=g-import-not-at-top
 from tgt_jax import pretrained  # pylint: disable=g-import-not-at-top
 from tgt_jax import sharding  # pylint: disable=g-import-not-at-top
+from tgt_jax import teachers as teachers_lib  # pylint: disable=g-import-not-at-top
 from tgt_jax import train_steps  # pylint: disable=g-import-not-at-top
 from tgt_jax.data import dataset as dataset_lib  # pylint: disable=g-import-not-at-top
 from tgt_jax.data import long_tail  # pylint: disable=g-import-not-at-top
@@ -299,7 +299,7 @@ def test_missing_data_errors_name_the_manual_steps(tmp_path):
 def test_smoke_config_takes_a_tgt_gradient_step(fake_data):
   """The models a smoke config builds take one step on its stream."""
   config = config_lib.resolve(load_config('places_lt', 'smoke'))
-  teachers = benchmark.random_teachers(config, fake_data.num_classes, 3)
+  teachers = teachers_lib.random_teachers(config, fake_data.num_classes, 3)
   student = build.classifier(config.student, fake_data.num_classes)
   tx = train_steps.create_optimizer(config, 10.0, 100)
   state = train_steps.create_train_state(
@@ -313,7 +313,6 @@ def test_smoke_config_takes_a_tgt_gradient_step(fake_data):
 
 
 def pretrained_free_variables(classifier):
-  from tgt_jax import teachers as teachers_lib  # pylint: disable=g-import-not-at-top
   size = classifier.image_size
   return teachers_lib.random_variables(classifier.network,
                                        (1, size, size, 3), seed=0)
@@ -334,7 +333,7 @@ def test_full_size_tgt_gradient_step_on_cpu():
   config = config_lib.resolve(load_config('places_lt', 'fake_data'))
   config.batch_size = 2
   num_classes = 365
-  teachers = benchmark.random_teachers(config, num_classes, 3)
+  teachers = teachers_lib.random_teachers(config, num_classes, 3)
   student = build.classifier(config.student, num_classes)
   counts = {name: pretrained.count_parameters(getattr(teachers, name)['params'])
             for name in ('labeler', 'encoder', 'generator')}

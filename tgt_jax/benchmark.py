@@ -161,34 +161,6 @@ def benchmark_input(dataset: dataset_lib.Dataset, batch_size: int, seed: int,
   return num_batches * batch_size / (time.perf_counter() - start)
 
 
-def random_teachers(config, num_classes: int, channels: int,
-                    latents: int = 0) -> teachers_lib.Teachers:
-  """Teachers of the config's shapes with random weights (no training):
-  timing and FLOPs do not depend on the values. `latents` > 0 adds a
-  random latent cache of that many examples."""
-  gen_cfg = config.teacher_generator
-  dtype = build.compute_dtype(config)
-  labeler = build.classifier(config.teacher_labeler, num_classes, dtype)
-  encoder = build.encoder(gen_cfg, dtype)
-  generator = build.generator(gen_cfg, spectral_norm=False, dtype=dtype)
-  size, enc_size = labeler.image_size, gen_cfg.encoder_image_size
-  cache = None
-  if latents:
-    cache = jnp.asarray(np.random.default_rng(0).normal(
-        size=(latents, gen_cfg.latent_dim)), jnp.float32)
-  return teachers_lib.Teachers(
-      labeler_network=labeler,
-      labeler=teachers_lib.random_variables(
-          labeler.network, (1, size, size, channels), seed=1),
-      encoder_network=encoder, encoder_image_size=enc_size,
-      encoder=teachers_lib.random_variables(
-          encoder, (1, enc_size, enc_size, channels), seed=2),
-      generator_network=generator,
-      generator=teachers_lib.random_variables(
-          generator, (1, gen_cfg.latent_dim), seed=3),
-      latents=cache)
-
-
 def synthetic_batches(config, num_classes: int, num: int = 4,
                       num_examples: int = 1024) -> list[dict[str, np.ndarray]]:
   """Random uint8 batches of the config's shape (no input pipeline), with
@@ -245,7 +217,7 @@ def run_benchmark(config, num_steps: int, warmup_steps: int,
                       for b in host_batches]
   batches = [sharding.put_batch(b, mesh) for b in host_batches]
   teachers = sharding.put_replicated(
-      random_teachers(config, num_classes, channels), mesh)
+      teachers_lib.random_teachers(config, num_classes, channels), mesh)
   # A latent cache as training would hold it: timing does not depend on
   # the values, only on the gather replacing the encoder pass.
   cached = teachers.replace(latents=sharding.put_replicated(

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tgt_jax import image_ops
+from tgt_jax.models import build
 from tgt_jax.models import classifier as classifier_lib
 
 
@@ -115,3 +116,26 @@ def random_variables(module, input_shape: tuple[int, ...],
     return jnp.asarray(value, leaf.dtype)
 
   return jax.tree_util.tree_map_with_path(fill, abstract)
+
+
+def random_teachers(config, num_classes: int, channels: int,
+                    seed: int = 0) -> Teachers:
+  """Teachers of a resolved config's shapes with random weights (see
+  `random_variables`), for benchmarks and tests: timing and FLOPs do not
+  depend on the values."""
+  gen_cfg = config.teacher_generator
+  dtype = build.compute_dtype(config)
+  labeler = build.classifier(config.teacher_labeler, num_classes, dtype)
+  encoder = build.encoder(gen_cfg, dtype)
+  generator = build.generator(gen_cfg, spectral_norm=False, dtype=dtype)
+  size, enc_size = labeler.image_size, gen_cfg.encoder_image_size
+  return Teachers(
+      labeler_network=labeler,
+      labeler=random_variables(
+          labeler.network, (1, size, size, channels), seed=seed * 5 + 1),
+      encoder_network=encoder, encoder_image_size=enc_size,
+      encoder=random_variables(
+          encoder, (1, enc_size, enc_size, channels), seed=seed * 5 + 2),
+      generator_network=generator,
+      generator=random_variables(
+          generator, (1, gen_cfg.latent_dim), seed=seed * 5 + 3))
