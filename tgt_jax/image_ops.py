@@ -31,9 +31,16 @@ def resize(images: jax.Array, image_size: int) -> jax.Array:
 
 
 def classifier_input(unit_images: jax.Array, image_size: int,
-                     mean: Sequence[float], std: Sequence[float]) -> jax.Array:
-  """[0, 1] images to a classifier's size and per-channel normalisation."""
+                     mean: Sequence[float], std: Sequence[float],
+                     channel_order: str = 'rgb') -> jax.Array:
+  """[0, 1] images to a classifier's size and per-channel normalisation.
+
+  `channel_order='bgr'` reverses the channels first (Caffe-style
+  checkpoints); `mean` and `std` are then in BGR order.
+  """
   images = resize(unit_images, image_size)
+  if channel_order == 'bgr':
+    images = images[..., ::-1]
   return (images - jnp.asarray(mean)) / jnp.asarray(std)
 
 

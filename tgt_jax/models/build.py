@@ -56,19 +56,28 @@ def compute_dtype(config: ml_collections.ConfigDict) -> Any:
   return COMPUTE_DTYPES[name]
 
 
-def classifier(model_config: ml_collections.ConfigDict, num_classes: int,
-               dtype: Any = jnp.float32) -> resnet.ResNet:
-  """Student or teacher labeler: both are the one ResNet family.
+def classifier_network(model_config: ml_collections.ConfigDict,
+                       num_classes: Any,
+                       dtype: Any = jnp.float32) -> resnet.ResNet:
+  """The ResNet of a `student` / `teacher_labeler` section.
 
   The layout fields (CLASSIFIER_LAYOUT_DEFAULTS) are optional: they describe
   a converted checkpoint's layout (e.g. Keras ResNet-50 weights from
   `tgt_jax.convert_keras_resnet`), and a section without them builds ours.
+  Checkpoint code (`pretrained.load_classifier`) builds the bare network
+  through here.
   """
   return resnet.create_resnet(
       model_config.depth, num_classes,
       width_multiplier=model_config.width_multiplier,
       small_image_stem=model_config.small_image_stem, dtype=dtype,
       **classifier_layout(model_config))
+
+
+def classifier(model_config: ml_collections.ConfigDict, num_classes: int,
+               dtype: Any = jnp.float32) -> resnet.ResNet:
+  """Student or teacher labeler: both are the one ResNet family."""
+  return classifier_network(model_config, num_classes, dtype)
 
 
 def generator(gen_config: ml_collections.ConfigDict, spectral_norm: bool,
