@@ -135,6 +135,16 @@ def base_config() -> ml_collections.ConfigDict:
   # ASSUMPTION: the hub encoder's head widths are not public (shared notes
   # bigbigan.md); check them with `tf.train.list_variables` on the module.
   config.teacher_generator.encoder_head_hidden = (4096, 4096)
+  # UNVERIFIED until `python -m tgt_jax.convert_bigbigan --verify_with_hub`
+  # picks them: which unit of each encoder stage strides ('first': ours;
+  # 'last': TF-slim resnet_v2) and how its strided 3x3 convs pad ('same' |
+  # 'symmetric'). The hub encoder's layout is not public, and every variable
+  # shape is the same under each choice, so a wrong one loads silently and
+  # computes another function. Set both to what the check reports and
+  # convert again (docs/paper_scale.md, section 1; a required step before
+  # any paper run).
+  config.teacher_generator.encoder_stride_placement = 'first'
+  config.teacher_generator.encoder_strided_padding = 'same'
   # Only to train a generator here (smoke runs): the paper-scale one is
   # converted, never trained.
   config.teacher_generator.discriminator_base_channels = 96
