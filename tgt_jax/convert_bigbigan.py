@@ -442,6 +442,7 @@ def convert_module(module_dir: str, output: str,
 # Numeric check against the hub module (needs tensorflow-hub and the module).
 # ---------------------------------------------------------------------------
 
+
 def _call_signature(signature, value):
   """Calls a one-input TF signature whatever its input is named."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top

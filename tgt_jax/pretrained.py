@@ -38,7 +38,6 @@ import os
 from typing import Any, Mapping, Optional
 
 from absl import logging
-
 import jax
 import jax.numpy as jnp
 import ml_collections

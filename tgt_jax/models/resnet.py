@@ -7,17 +7,17 @@ blocks, an ImageNet stem or a small-image stem, and a width multiplier.
 
 The defaults are the layout this codebase trains (ResNet v1.5: the stride
 on the 3x3 conv of the first unit of a stage, lax 'SAME' padding, no conv
-biases). A few options describe other published layouts, so that their
-weights load into this one definition and compute the same function:
-
-  layout                        stride_placement strided_conv strided_padding conv_bias
-  ours (v1.5) / torchvision*    'first'          '3x3'        'same'/'symmetric' False
-  Keras ResNet50/101/152 (v1)   'first'          '1x1'        (no strided 3x3)   True
-  TF-slim resnet_v2, Keras V2** 'last'           '3x3'        'symmetric'        False
-
-* torchvision pads the strided 3x3 conv symmetrically; ** Keras V2 has
-biases on some convs only, so it needs more than these options. Keras also
-uses BatchNorm epsilon 1.001e-5 (`batch_norm_epsilon`).
+biases, BatchNorm epsilon 1e-5). A few options describe other published
+layouts, so that their weights load into this one definition and compute
+the same function:
+  * torchvision: ours with `strided_padding='symmetric'`;
+  * Keras ResNet50/101/152 (v1): `strided_conv='1x1'`, `conv_bias=True`,
+    `batch_norm_epsilon=1.001e-5` (no 3x3 conv strides, so the padding
+    option does not matter);
+  * TF-slim resnet_v2 (pre-activation): `stride_placement='last'`,
+    `strided_padding='symmetric'`, except that its stem max-pool pads
+    'VALID' where ours pads 1. Keras ResNetV2 has the same strides but
+    biases on some convs only, which these options do not describe.
 
 Parallelism is `jax.jit` over a sharded batch, so BatchNorm statistics cover
 the global batch without a `pmean`; there is deliberately no `axis_name`.
