@@ -315,20 +315,25 @@ def test_strided_padding_of_the_strided_3x3_conv(strided_padding, pad_before,
   assert conv1_out.shape == (2, 4, 4, 4)
 
 
-def test_conv_bias_and_batch_norm_epsilon():
+def test_conv_bias_on_every_conv():
   model = resnet.create_resnet(50, num_classes=3, width_multiplier=0.0625,
-                               conv_bias=True, strided_conv='1x1',
-                               batch_norm_epsilon=1e-2)
-  images = jax.random.normal(jax.random.PRNGKey(0), (1, 32, 32, 3))
-  variables = jax.jit(lambda x: model.init(jax.random.PRNGKey(1), x,
-                                           train=False))(images)
+                               conv_bias=True, strided_conv='1x1')
+  variables, _ = _abstract_apply(model, jnp.zeros((1, 32, 32, 3)))
   flat = jax.tree_util.tree_flatten_with_path(variables['params'])[0]
   conv_paths = [tuple(key.key for key in path[:-1]) for path, _ in flat
                 if 'conv' in path[-2].key and path[-1].key == 'kernel']
   assert len(conv_paths) == 53  # stem + 16 blocks x 3 + 4 projections.
   for conv_path in conv_paths:
     assert _path_exists(variables['params'], conv_path + ('bias',)), conv_path
-  # BN output = (x - 0) / sqrt(0 + eps) with zero running variance.
+
+
+def test_batch_norm_epsilon():
+  model = resnet.create_resnet(18, num_classes=3, width_multiplier=0.0625,
+                               small_image_stem=True, batch_norm_epsilon=1e-2)
+  images = jax.random.normal(jax.random.PRNGKey(0), (1, 8, 8, 3))
+  variables = jax.jit(lambda x: model.init(jax.random.PRNGKey(1), x,
+                                           train=False))(images)
+  # BN output = (x - 0) / sqrt(0 + eps) with zero running statistics.
   stats = jax.tree_util.tree_map(jnp.zeros_like, variables['batch_stats'])
   _, state = jax.jit(lambda v, x: model.apply(
       v, x, train=False, capture_intermediates=True,
