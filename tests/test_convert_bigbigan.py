@@ -2,12 +2,15 @@
 
 The synthetic checkpoint carries the generator's real variable names
 (shared notes bigbigan.md, written out independently below) at a small
-width, with EMA copies, `u0` vectors and standing statistics with a counter.
+width, in the layout of DeepMind's hub generators: EMA copies, `u0` and `u1`
+power-iteration vectors, the attention `gamma` with shape [1], and standing
+statistics usable as they are beside accumulation counters that are not 1.
 Its expected output comes from a TensorFlow re-implementation of BigBiGAN's
 generator written here from the same description, reading TF names
 directly: a wrong or permuted mapping in the converter changes the output.
 """
 
+import json
 import os
 import re
 
@@ -27,7 +30,14 @@ tf = pytest.importorskip('tensorflow')
 G = 'GenEncWrapper/Generator/'
 E = convert_bigbigan.ENCODER_PREFIX
 EMA = '/ema_0.9999'
-COUNTER_VALUE = 4.0
+# Not 1, as in DeepMind's hub generators, whose accumulated statistics the
+# public ports nevertheless use as they are.
+COUNTER_VALUE = 7.0
+# DeepMind's hub generators keep two power-iteration vectors per SN layer.
+HUB_POWER_ITERATION_VECTORS = ('u0', 'u1')
+# Spectrally normalised layers of BigBiGAN's G: GenZ, 5 GBlocks x (3 convs
+# + 2 CBNs x 2 dense), 4 attention convs, the output conv.
+NUM_SPECTRAL_LAYERS = 1 + 5 * (3 + 4) + 4 + 1
 
 
 def _gen_config(**overrides) -> ml_collections.ConfigDict:
@@ -51,12 +61,14 @@ SMALL = dict(base_channels=4, latent_dim=12, embedding_dim=8,
 
 def documented_generator_shapes(ch=96, multipliers=(16, 16, 8, 4, 2, 1),
                                 latent=120, embedding=128,
-                                attention_resolution=64):
+                                attention_resolution=64,
+                                power_iteration_vectors=('u0',)):
   """TF name -> shape of every generator variable, from bigbigan.md.
 
   Written independently of the converter's tables: BigGAN-128 with
   hierarchical z, a single learned class row, conditional BN on
-  concat(z_chunk, embedding), SN layers with `u0` of shape [1, out].
+  concat(z_chunk, embedding), SN layers with `u0` (and in DeepMind's hub
+  modules `u1`) of shape [1, out], the attention gamma of shape [1].
   """
   chunk = latent // len(multipliers)
   cond = chunk + embedding
@@ -64,7 +76,8 @@ def documented_generator_shapes(ch=96, multipliers=(16, 16, 8, 4, 2, 1),
 
   def sn(scope, shape, bias):
     shapes[G + scope + '/w'] = shape
-    shapes[G + scope + '/u0'] = (1, shape[-1])
+    for u in power_iteration_vectors:
+      shapes[G + scope + '/' + u] = (1, shape[-1])
     if bias:
       shapes[G + scope + '/b'] = (shape[-1],)
 
@@ -92,7 +105,7 @@ def documented_generator_shapes(ch=96, multipliers=(16, 16, 8, 4, 2, 1),
       sn('attention/phi', (1, 1, c_out, c_out // 8), bias=False)
       sn('attention/g', (1, 1, c_out, c_out // 2), bias=False)
       sn('attention/o_conv', (1, 1, c_out // 2, c_out), bias=False)
-      shapes[G + 'attention/gamma'] = ()
+      shapes[G + 'attention/gamma'] = (1,)
   shapes[G + 'BatchNorm/scale'] = (ch,)
   shapes[G + 'BatchNorm/offset'] = (ch,)
   standing('BatchNorm', ch)
@@ -105,8 +118,9 @@ def synthetic_generator_checkpoint(shapes, seed=0):
 
   Weights (`w`, `b`, the class row, attention gamma, the final BN affine)
   get an EMA copy holding the value the module really uses; the base
-  variable holds a different value. Standing statistics are stored as sums
-  over COUNTER_VALUE batches.
+  variable holds a different value. Standing statistics are usable as they
+  are, although their counters say COUNTER_VALUE (DeepMind's layout, as the
+  public ports read it).
   """
   rng = np.random.default_rng(seed)
   variables = {}
@@ -115,10 +129,10 @@ def synthetic_generator_checkpoint(shapes, seed=0):
     if leaf == 'accumulation_counter':
       variables[name] = np.float32(COUNTER_VALUE)
     elif leaf == 'accumulated_mean':
-      variables[name] = COUNTER_VALUE * 0.3 * rng.standard_normal(shape)
+      variables[name] = 0.3 * rng.standard_normal(shape)
     elif leaf == 'accumulated_var':
-      variables[name] = COUNTER_VALUE * rng.uniform(0.5, 2.0, shape)
-    elif leaf == 'u0':
+      variables[name] = rng.uniform(0.5, 2.0, shape)
+    elif re.fullmatch(r'u[0-9]+', leaf):
       variables[name] = rng.standard_normal(shape)
     else:
       scale = 0.5 if leaf in ('gamma', 'b', 'offset') else 1.0
@@ -149,10 +163,9 @@ def tf_reference_generator(variables, z, multipliers, attention_resolution):
     return y + get(scope + '/b') if bias else y
 
   def standing_norm(x, scope):
-    mean = get(scope + '/accumulated_mean') / get(
-        scope + '/accumulation_counter')
-    var = get(scope + '/accumulated_var') / get(
-        scope + '/accumulation_counter')
+    # The accumulated statistics as they are, as the public ports use them.
+    mean = get(scope + '/accumulated_mean')
+    var = get(scope + '/accumulated_var')
     return (x - mean) * tf.math.rsqrt(var + 1e-4)
 
   def cond_norm(x, cond, scope):
@@ -222,7 +235,8 @@ def small_checkpoint():
   config = _gen_config(**SMALL)
   shapes = documented_generator_shapes(
       ch=config.base_channels, latent=config.latent_dim,
-      embedding=config.embedding_dim)
+      embedding=config.embedding_dim,
+      power_iteration_vectors=HUB_POWER_ITERATION_VECTORS)
   generator_variables = synthetic_generator_checkpoint(shapes)
   encoder_variables, encoder_expected = synthetic_encoder_checkpoint(config)
   variables = {**generator_variables, **encoder_variables,
@@ -260,9 +274,15 @@ def test_documented_names_and_shapes_match_converter_at_paper_size():
 
 def test_conversion_matches_tf_reference(small_checkpoint):
   config, variables, _ = small_checkpoint
+  assert variables[G + 'attention/gamma' + EMA].shape == (1,)
   converted, report = convert_bigbigan.convert_variables(variables, config)
   assert report.ignored == ['GenEncWrapper/Discriminator/linear/w']
   assert set(report.counters.values()) == {COUNTER_VALUE}
+  # Every u1 is consumed, ignored and listed; u0 is what baking uses.
+  assert len(report.unused_power_iteration_vectors) == NUM_SPECTRAL_LAYERS
+  assert all(name.startswith(G) and name.endswith('/u1')
+             for name in report.unused_power_iteration_vectors)
+  assert converted['generator']['params']['attention']['gamma'].shape == ()
   z = np.random.default_rng(3).standard_normal(
       (2, config.latent_dim)).astype(np.float32)
   expected = tf_reference_generator(variables, z, config.channel_multipliers,
@@ -291,26 +311,49 @@ def test_permuted_mapping_changes_output(small_checkpoint):
   assert np.max(np.abs(images - expected)) > 1e-2
 
 
-def test_ema_copies_and_counter_division_are_used(small_checkpoint):
+def test_ema_copies_and_standing_statistics(small_checkpoint):
   config, variables, _ = small_checkpoint
   with_ema, _ = convert_bigbigan.convert_variables(variables, config)
   without_ema, report = convert_bigbigan.convert_variables(
       variables, config, use_ema=False)
   assert not report.used_ema
-  raw, _ = convert_bigbigan.convert_variables(variables, config,
-                                              standing_stats='raw')
+  divided, _ = convert_bigbigan.convert_variables(variables, config,
+                                                  standing_stats='divide')
   linear = with_ema['generator']['params']['linear']['kernel']
   np.testing.assert_array_equal(linear, variables[G + 'linear/w' + EMA])
   np.testing.assert_array_equal(
       without_ema['generator']['params']['linear']['kernel'],
       variables[G + 'linear/w'])
-  stats = with_ema['generator']['batch_stats']['GBlock_2']['BatchNorm_1']
+  # Raw by default: the accumulated statistics as they are.
+  np.testing.assert_array_equal(
+      with_ema['generator']['batch_stats']['BatchNorm']['mean'],
+      variables[G + 'BatchNorm/accumulated_mean'])
+  # --standing_stats=divide stays an option.
+  stats = divided['generator']['batch_stats']['GBlock_2']['BatchNorm_1']
   np.testing.assert_allclose(
       stats['var'],
       variables[G + 'GBlock_2/BatchNorm_1/accumulated_var'] / COUNTER_VALUE)
-  np.testing.assert_array_equal(
-      raw['generator']['batch_stats']['BatchNorm']['mean'],
-      variables[G + 'BatchNorm/accumulated_mean'])
+
+
+@pytest.mark.parametrize('gamma_shape', [(), (1,)])
+@pytest.mark.parametrize('power_iteration_vectors',
+                         [('u0',), ('u0', 'u1'), ('u0', 'u1', 'u2')])
+def test_gamma_shapes_and_extra_power_iteration_vectors(
+    small_checkpoint, gamma_shape, power_iteration_vectors):
+  config, hub_layout, _ = small_checkpoint
+  variables = {name: value for name, value in hub_layout.items()
+               if not re.search(r'/u[1-9]$', name)}
+  for name in [n for n in variables if n.endswith('/u0')]:
+    for u in power_iteration_vectors[1:]:
+      variables[name[:-2] + u] = -variables[name]
+  for suffix in ('', EMA):
+    name = G + 'attention/gamma' + suffix
+    variables[name] = variables[name].reshape(gamma_shape)
+  converted, report = convert_bigbigan.convert_variables(variables, config)
+  expected, _ = convert_bigbigan.convert_variables(hub_layout, config)
+  jax.tree.map(np.testing.assert_array_equal, converted, expected)
+  assert len(report.unused_power_iteration_vectors) == NUM_SPECTRAL_LAYERS * (
+      len(power_iteration_vectors) - 1)
 
 
 def test_baked_kernel_is_one_power_iteration_from_u0(small_checkpoint):
@@ -374,7 +417,12 @@ def test_convert_module_writes_a_loadable_checkpoint(small_checkpoint,
   assert report.parameter_counts['generator']['params'] > 0
   info = pretrained.read_architecture(output)
   assert info['teacher_generator']['base_channels'] == 4
+  assert info['teacher_generator']['encoder_stride_placement'] == 'first'
+  assert info['teacher_generator']['encoder_strided_padding'] == 'same'
+  assert info['conversion']['standing_stats'] == 'raw'
   assert info['conversion']['accumulation_counters'] == [COUNTER_VALUE]
+  assert info['conversion']['unused_power_iteration_vectors'] == (
+      NUM_SPECTRAL_LAYERS)
 
   modules, loaded = pretrained.load_pretrained_teacher_generator(output,
                                                                  config)
@@ -392,7 +440,111 @@ def test_convert_module_writes_a_loadable_checkpoint(small_checkpoint,
   with pytest.raises(ValueError, match='teacher_generator.base_channels: '
                                        'config 8, checkpoint 4'):
     pretrained.load_pretrained_teacher_generator(output, wrong)
+  last = _gen_config(**SMALL, encoder_stride_placement='last')
+  with pytest.raises(ValueError,
+                     match="teacher_generator.encoder_stride_placement: "
+                           "config 'last', checkpoint 'first'"):
+    pretrained.load_pretrained_teacher_generator(output, last)
+  # A checkpoint converted before the layout fields existed has the default
+  # layout.
+  with open(os.path.join(output, 'architecture.json')) as f:
+    old_info = json.load(f)
+  for field in ('encoder_stride_placement', 'encoder_strided_padding'):
+    del old_info['teacher_generator'][field]
+  with open(os.path.join(output, 'architecture.json'), 'w') as f:
+    json.dump(old_info, f)
+  pretrained.load_pretrained_teacher_generator(output, config)
   with pytest.raises(FileNotFoundError, match='convert_bigbigan'):
     pretrained.load_pretrained_teacher_generator(str(tmp_path), config)
   with pytest.raises(FileNotFoundError, match='module_dir'):
     convert_bigbigan.checkpoint_prefix(str(tmp_path / 'nowhere'))
+
+
+# ---------------------------------------------------------------------------
+# --verify_with_hub's choice of encoder layout, with a fake hub.
+# ---------------------------------------------------------------------------
+
+# An encoder small enough to compile in about a second per layout.
+VERIFY = dict(SMALL, encoder_depth=18, encoder_image_size=16)
+
+
+@pytest.fixture(scope='module')
+def converted_encoder(tmp_path_factory):
+  """An encoder-only checkpoint with weights that make every layout differ."""
+  config = _gen_config(**VERIFY)
+  encoder = pretrained.build.encoder(config)
+  images = np.zeros((1, 16, 16, 3), np.float32)
+  variables = jax.jit(lambda x: encoder.init(jax.random.PRNGKey(0), x,
+                                             train=False))(images)
+  rng = np.random.default_rng(4)
+
+  def randomize(path, leaf):
+    # Kernels keep their variance-preserving init, so z_mean stays O(1);
+    # BatchNorm statistics and affine get random values.
+    if path[-1].key == 'kernel':
+      return np.asarray(leaf)
+    if path[-1].key == 'var':
+      return rng.uniform(0.5, 2.0, leaf.shape).astype(np.float32)
+    return (np.asarray(leaf) +
+            0.2 * rng.standard_normal(leaf.shape)).astype(np.float32)
+
+  variables = jax.tree_util.tree_map_with_path(randomize, variables)
+  output = str(tmp_path_factory.mktemp('verify') / 'converted')
+  pretrained.save_teacher_generator(output, {'encoder': dict(variables)},
+                                    config, {'source': 'test'})
+  return config, variables, output
+
+
+def _fake_hub_encode(config, variables, placement, padding):
+  """The hub's `encode` as the Flax encoder under one layout."""
+  hub_config = _gen_config(**VERIFY, encoder_stride_placement=placement,
+                           encoder_strided_padding=padding)
+  encoder = pretrained.build.encoder(hub_config)
+  apply = jax.jit(lambda x: encoder.apply(variables, x, train=False)[0])
+  return lambda images: np.asarray(apply(images))
+
+
+@pytest.mark.parametrize('hub_layout', [('last', 'symmetric'),
+                                        ('first', 'same')])
+def test_verify_names_the_encoder_layout_of_the_hub(converted_encoder,
+                                                    hub_layout):
+  config, variables, output = converted_encoder
+  result = convert_bigbigan.verify_converted(
+      output, config,
+      hub_encode=_fake_hub_encode(config, variables, *hub_layout))
+  assert 'generate_max_abs_diff' not in result  # No generator converted.
+  differences = result['encode_z_mean_max_abs_diff']
+  assert set(differences) == {
+      f'stride_placement={p},strided_padding={s}'
+      for p in ('first', 'last') for s in ('same', 'symmetric')}
+  name = f'stride_placement={hub_layout[0]},strided_padding={hub_layout[1]}'
+  assert differences[name] < 1e-5
+  # Every other layout is far off, or the check could not tell them apart.
+  assert all(d > 5 * result['tolerance'] for n, d in differences.items()
+             if n != name)
+  assert result['matching_layout'] == {
+      'encoder_stride_placement': hub_layout[0],
+      'encoder_strided_padding': hub_layout[1]}
+  assert result['configured_layout'] == {
+      'encoder_stride_placement': 'first',
+      'encoder_strided_padding': 'same'}
+  warning = convert_bigbigan.encoder_layout_warning(result)
+  if hub_layout == ('first', 'same'):
+    assert result['configured_layout_matches'] and warning is None
+  else:
+    assert not result['configured_layout_matches']
+    assert 'does NOT compute the hub' in warning
+    assert ('--config.teacher_generator.encoder_stride_placement=last '
+            '--config.teacher_generator.encoder_strided_padding=symmetric'
+            ) in warning
+
+
+def test_verify_warns_when_no_encoder_layout_matches(converted_encoder):
+  config, variables, output = converted_encoder
+  hub_encode = _fake_hub_encode(config, variables, 'last', 'same')
+  result = convert_bigbigan.verify_converted(
+      output, config, hub_encode=lambda images: hub_encode(images) + 1.0)
+  assert result['matching_layout'] is None
+  assert not result['configured_layout_matches']
+  assert 'NO encoder layout' in convert_bigbigan.encoder_layout_warning(
+      result)

@@ -7,6 +7,7 @@ import jax
 jax.config.update('jax_disable_most_optimizations', True)
 
 import flax.linen as nn  # pylint: disable=g-import-not-at-top
+import jax.flatten_util  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
@@ -81,7 +82,7 @@ def test_resnet_without_classifier_returns_none_logits():
 
 
 def test_create_resnet_rejects_unknown_depth():
-  with pytest.raises(ValueError, match=r'20.*\[18, 34, 50, 101\]'):
+  with pytest.raises(ValueError, match=r'20.*\[18, 34, 50, 101, 152\]'):
     resnet.create_resnet(20, num_classes=10)
 
 
@@ -120,6 +121,255 @@ def test_resnet_bfloat16_compute_keeps_float32_params_and_outputs():
   assert all(leaf.dtype == jnp.float32
              for leaf in jax.tree_util.tree_leaves(variables))
   assert logits.dtype == jnp.float32 and embedding.dtype == jnp.float32
+
+
+# Layout options (stride placement, strided conv, padding, biases, epsilon).
+
+# Outputs of the code before the layout options existed (fixed seeds,
+# perturbed params, eval mode), printed to full float32 precision: the
+# defaults must keep computing exactly this (bit for bit on the machine
+# that recorded them; the tolerance only absorbs other CPUs' rounding).
+_PRE_OPTIONS_OUTPUTS = {
+    'resnet18_v1_small_stem': [
+        [-0.2897903621196747, -0.0535288006067276, -0.04394214600324631],
+        [-0.2618210017681122, 0.009770535863935947, -0.04379633069038391]],
+    'resnet50_v1': [
+        [1.0275893211364746, -0.31496936082839966, -1.5099952220916748],
+        [0.7099578976631165, -0.8059532046318054, -1.6894434690475464]],
+    'resnet50_v2_embedding': [
+        [0.0, 10.580422401428223, 2.576657295227051, 6.309374809265137, 0.0,
+         0.0, 0.0, 13.721803665161133],
+        [0.0, 8.509079933166504, 2.3842105865478516, 7.943744659423828, 0.0,
+         0.0, 0.0, 13.366605758666992]],
+}
+
+
+def _perturbed(tree, seed):
+  # One random draw for the whole tree: one small compilation, where a draw
+  # per leaf would compile once per distinct leaf shape.
+  flat, unravel = jax.flatten_util.ravel_pytree(tree)
+  return unravel(flat + 0.1 * jax.random.normal(jax.random.PRNGKey(seed),
+                                                flat.shape))
+
+
+@pytest.mark.parametrize('case, kwargs, image_size', [
+    ('resnet18_v1_small_stem',
+     dict(depth=18, num_classes=3, small_image_stem=True), 16),
+    ('resnet50_v1', dict(depth=50, num_classes=3), 32),
+    ('resnet50_v2_embedding',
+     dict(depth=50, num_classes=None, preactivation=True), 32)])
+def test_resnet_defaults_compute_what_they_did_before_the_options(
+    case, kwargs, image_size):
+  model = resnet.create_resnet(width_multiplier=0.0625, **kwargs)
+  images = jax.random.normal(jax.random.PRNGKey(7),
+                             (2, image_size, image_size, 3))
+  # Jitted: op-by-op dispatch would compile every layer on its own.
+  variables = jax.jit(lambda x: model.init(jax.random.PRNGKey(0), x,
+                                           train=False))(images)
+  # Perturbed: the zero-initialised last BN scale would otherwise hide every
+  # residual branch.
+  variables = {'params': _perturbed(variables['params'], 1),
+               'batch_stats': variables['batch_stats']}
+  logits, embedding = jax.jit(lambda v, x: model.apply(v, x, train=False))(
+      variables, images)
+  output = logits if logits is not None else embedding[:, ::16]
+  np.testing.assert_allclose(output, _PRE_OPTIONS_OUTPUTS[case], rtol=1e-5,
+                             atol=1e-6)
+
+
+def test_resnet_default_variable_tree_is_unchanged():
+  model = resnet.create_resnet(50, num_classes=3, width_multiplier=0.0625)
+  variables, _ = _abstract_apply(model, jnp.zeros((1, 32, 32, 3)))
+  params = variables['params']
+  assert set(params) == {'stem_conv', 'stem_bn', 'classifier'} | {
+      f'stage{s}_block{b}' for s, n in enumerate((3, 4, 6, 3), 1)
+      for b in range(1, n + 1)}
+  assert set(params['stem_conv']) == {'kernel'}  # No conv biases.
+  for s in range(1, 5):
+    assert set(params[f'stage{s}_block1']) == {
+        'conv1', 'bn1', 'conv2', 'bn2', 'conv3', 'bn3', 'shortcut_conv',
+        'shortcut_bn'}
+    assert set(params[f'stage{s}_block2']) == {
+        'conv1', 'bn1', 'conv2', 'bn2', 'conv3', 'bn3'}
+  assert _shapes(params['stage2_block1']['conv2']) == {'kernel': (3, 3, 8, 8)}
+
+
+def _block_output_sizes(model, image_size):
+  """Spatial size of every residual block's output, by block name."""
+  images = jnp.zeros((1, image_size, image_size, 3))
+  variables = jax.eval_shape(
+      lambda x: model.init(jax.random.PRNGKey(0), x, train=False), images)
+  _, state = jax.eval_shape(
+      lambda v, x: model.apply(v, x, train=False,
+                               capture_intermediates=True,
+                               mutable=['intermediates']), variables, images)
+  return {name: value['__call__'][0].shape[1]
+          for name, value in state['intermediates'].items()
+          if name.startswith('stage')}
+
+
+def test_stride_placement_last_strides_the_last_unit_of_each_stage():
+  kwargs = dict(num_classes=3, width_multiplier=0.0625,
+                small_image_stem=True)
+  first = _block_output_sizes(resnet.create_resnet(18, **kwargs), 16)
+  last = _block_output_sizes(
+      resnet.create_resnet(18, stride_placement='last', **kwargs), 16)
+  # 'first': stages 2..4 open with the stride; 'last': stages 1..3 close
+  # with it. Both end at the same resolution.
+  assert first == {'stage1_block1': 16, 'stage1_block2': 16,
+                   'stage2_block1': 8, 'stage2_block2': 8,
+                   'stage3_block1': 4, 'stage3_block2': 4,
+                   'stage4_block1': 2, 'stage4_block2': 2}
+  assert last == {'stage1_block1': 16, 'stage1_block2': 8,
+                  'stage2_block1': 8, 'stage2_block2': 4,
+                  'stage3_block1': 4, 'stage3_block2': 2,
+                  'stage4_block1': 2, 'stage4_block2': 2}
+
+
+@pytest.mark.parametrize('preactivation', [False, True])
+def test_stride_placement_last_keeps_the_variables_but_subsamples_shortcuts(
+    preactivation):
+  """TF-slim / Keras V2 subsample a strided same-width unit's shortcut."""
+  shapes = {}
+  for placement in resnet.STRIDE_PLACEMENTS:
+    model = resnet.create_resnet(50, num_classes=3, width_multiplier=0.0625,
+                                 preactivation=preactivation,
+                                 stride_placement=placement)
+    variables, _ = _abstract_apply(model, jnp.zeros((1, 32, 32, 3)))
+    shapes[placement] = _shapes(variables)
+    params = variables['params']
+    # Projections only where the width changes: the first unit of a stage.
+    for stage, num_blocks in enumerate((3, 4, 6, 3), 1):
+      for block in range(1, num_blocks + 1):
+        assert ('shortcut_conv' in params[f'stage{stage}_block{block}']) == (
+            block == 1), (placement, stage, block)
+  # Every shape is the same either way: a wrong guess loads without error.
+  assert shapes['first'] == shapes['last']
+
+
+def test_subsampling_shortcut_is_strided_identity():
+  block = resnet.ResidualBlock(filters=4, strides=2, bottleneck=False,
+                               preactivation=True, subsample_shortcut=True)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 4))
+  variables = block.init(jax.random.PRNGKey(1), x, train=False)
+  assert 'shortcut_conv' not in variables['params']
+  # With the residual branch's last conv zeroed, only the shortcut is left.
+  params = jax.tree_util.tree_map(lambda v: v, variables['params'])
+  params['conv2']['kernel'] = jnp.zeros_like(params['conv2']['kernel'])
+  out = block.apply({**variables, 'params': params}, x, train=False)
+  np.testing.assert_array_equal(out, x[:, ::2, ::2])
+
+
+def test_strided_conv_1x1_moves_the_stride_to_the_first_conv():
+  def conv_sizes(strided_conv):
+    block = resnet.ResidualBlock(filters=4, strides=2, bottleneck=True,
+                                 preactivation=False,
+                                 strided_conv=strided_conv)
+    x = jnp.zeros((1, 8, 8, 8))
+    variables = jax.eval_shape(
+        lambda x: block.init(jax.random.PRNGKey(0), x, train=False), x)
+    _, state = jax.eval_shape(
+        lambda v, x: block.apply(v, x, train=False,
+                                 capture_intermediates=True,
+                                 mutable=['intermediates']), variables, x)
+    sizes = {name: state['intermediates'][name]['__call__'][0].shape[1]
+             for name in ('conv1', 'conv2', 'conv3', 'shortcut_conv')}
+    return _shapes(variables), sizes
+
+  shapes_3x3, sizes_3x3 = conv_sizes('3x3')
+  shapes_1x1, sizes_1x1 = conv_sizes('1x1')
+  assert sizes_3x3 == {'conv1': 8, 'conv2': 4, 'conv3': 4, 'shortcut_conv': 4}
+  assert sizes_1x1 == {'conv1': 4, 'conv2': 4, 'conv3': 4, 'shortcut_conv': 4}
+  assert shapes_3x3 == shapes_1x1
+
+
+def test_strided_conv_1x1_needs_bottleneck_blocks():
+  with pytest.raises(ValueError, match="strided_conv='1x1'.*bottleneck"):
+    resnet.create_resnet(18, 10, strided_conv='1x1')
+  with pytest.raises(ValueError, match=r"stride_placement='middle'.*"
+                                       r"\('first', 'last'\)"):
+    resnet.create_resnet(50, 10, stride_placement='middle')
+
+
+@pytest.mark.parametrize('strided_padding, pad_before, pad_after', [
+    ('same', 0, 1), ('symmetric', 1, 1)])
+def test_strided_padding_of_the_strided_3x3_conv(strided_padding, pad_before,
+                                                  pad_after):
+  block = resnet.ResidualBlock(filters=4, strides=2, bottleneck=False,
+                               preactivation=True,
+                               strided_padding=strided_padding)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 4))
+  variables = block.init(jax.random.PRNGKey(1), x, train=False)
+  _, state = block.apply(variables, x, train=False,
+                         capture_intermediates=True,
+                         mutable=['intermediates'])
+  conv1_out = state['intermediates']['conv1']['__call__'][0]
+  # Fresh BatchNorm statistics (mean 0, var 1, scale 1, offset 0).
+  preactivated = nn.relu(x / np.sqrt(1 + resnet.BATCH_NORM_EPSILON))
+  pad = ((pad_before, pad_after), (pad_before, pad_after))
+  expected = jax.lax.conv_general_dilated(
+      preactivated, variables['params']['conv1']['kernel'], (2, 2), pad,
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  np.testing.assert_allclose(conv1_out, expected, rtol=1e-5, atol=1e-5)
+  # Stride-1 convs are unaffected.
+  assert conv1_out.shape == (2, 4, 4, 4)
+
+
+def test_conv_bias_on_every_conv():
+  model = resnet.create_resnet(50, num_classes=3, width_multiplier=0.0625,
+                               conv_bias=True, strided_conv='1x1')
+  variables, _ = _abstract_apply(model, jnp.zeros((1, 32, 32, 3)))
+  flat = jax.tree_util.tree_flatten_with_path(variables['params'])[0]
+  conv_paths = [tuple(key.key for key in path[:-1]) for path, _ in flat
+                if 'conv' in path[-2].key and path[-1].key == 'kernel']
+  assert len(conv_paths) == 53  # stem + 16 blocks x 3 + 4 projections.
+  for conv_path in conv_paths:
+    assert _path_exists(variables['params'], conv_path + ('bias',)), conv_path
+
+
+def test_batch_norm_epsilon():
+  model = resnet.create_resnet(18, num_classes=3, width_multiplier=0.0625,
+                               small_image_stem=True, batch_norm_epsilon=1e-2)
+  images = jax.random.normal(jax.random.PRNGKey(0), (1, 8, 8, 3))
+  variables = jax.jit(lambda x: model.init(jax.random.PRNGKey(1), x,
+                                           train=False))(images)
+  # BN output = (x - 0) / sqrt(0 + eps) with zero running statistics.
+  stats = jax.tree_util.tree_map(jnp.zeros_like, variables['batch_stats'])
+  _, state = jax.jit(lambda v, x: model.apply(
+      v, x, train=False, capture_intermediates=True,
+      mutable=['intermediates']))({**variables, 'batch_stats': stats}, images)
+  conv_out = state['intermediates']['stem_conv']['__call__'][0]
+  bn_out = state['intermediates']['stem_bn']['__call__'][0]
+  np.testing.assert_allclose(bn_out, conv_out / np.sqrt(1e-2), rtol=1e-5,
+                             atol=1e-5)
+
+
+@pytest.mark.parametrize('depth, stages', [(101, (3, 4, 23, 3)),
+                                           (152, (3, 8, 36, 3))])
+def test_deep_resnets(depth, stages):
+  model = resnet.create_resnet(depth, num_classes=5, width_multiplier=0.0625)
+  assert tuple(model.stage_sizes) == stages and model.bottleneck
+  variables, (logits, embedding) = _abstract_apply(
+      model, jnp.zeros((1, 32, 32, 3)))
+  assert logits.shape == (1, 5) and embedding.shape == (1, 128)
+  assert f'stage3_block{stages[2]}' in variables['params']
+
+
+@pytest.mark.parametrize('options', [
+    dict(stride_placement='last'),
+    dict(strided_conv='1x1'),
+    dict(strided_padding='symmetric'),
+    dict(conv_bias=True, batch_norm_epsilon=1.001e-5),
+    dict(stride_placement='last', strided_padding='symmetric',
+         preactivation=True),
+])
+@pytest.mark.parametrize('image_size', [32, 33])
+def test_resnet_option_output_shapes(options, image_size):
+  model = resnet.create_resnet(50, num_classes=7, width_multiplier=0.0625,
+                               **options)
+  _, (logits, embedding) = _abstract_apply(
+      model, jnp.zeros((2, image_size, image_size, 3)))
+  assert logits.shape == (2, 7) and embedding.shape == (2, 128)
 
 
 # ---------------------------------------------------------------------------
@@ -326,6 +576,31 @@ def test_encoder_shapes_and_positive_scale():
   z = bigbigan.sample_latent(z_mean, z_scale, jax.random.PRNGKey(2))
   assert z.shape == (3, 12)
   assert not np.allclose(z, z_mean)
+
+
+def test_encoder_passes_the_backbone_layout_through():
+  kwargs = dict(depth=18, width_multiplier=0.0625, small_image_stem=True,
+                latent_dim=12, head_hidden=(16,))
+  images = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
+  first = bigbigan.Encoder(**kwargs)
+  variables = jax.jit(lambda x: first.init(jax.random.PRNGKey(1), x,
+                                           train=False))(images)
+  variables = {'params': _perturbed(variables['params'], 2),
+               'batch_stats': variables['batch_stats']}
+  outputs = {}
+  for placement in resnet.STRIDE_PLACEMENTS:
+    for padding in resnet.STRIDED_PADDINGS:
+      encoder = bigbigan.Encoder(stride_placement=placement,
+                                 strided_padding=padding, **kwargs)
+      # The same variables fit every layout ...
+      outputs[placement, padding] = np.asarray(jax.jit(
+          lambda v, x, e=encoder: e.apply(v, x, train=False)[0])(
+              variables, images))
+  # ... and each layout computes another function.
+  layouts = list(outputs)
+  for i, a in enumerate(layouts):
+    for b in layouts[i + 1:]:
+      assert np.max(np.abs(outputs[a] - outputs[b])) > 1e-3, (a, b)
 
 
 def test_encoder_paper_shapes():

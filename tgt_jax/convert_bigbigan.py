@@ -22,12 +22,19 @@ no graph is built):
   * spectral norm is baked in: each kernel becomes W / sigma, sigma from one
     power iteration from its stored `u0` (`bigbigan.spectral_normalize_kernel`,
     the computation the SN module does in eval mode), so the frozen teacher is
-    `Generator(spectral_norm=False)`;
-  * standing BatchNorm statistics: `accumulated_{mean,var}` are sums over
-    `accumulation_counter` batches in compare_gan-style code, so they are
-    divided by the counter (--standing_stats=divide; `raw` copies them, as
-    the public PyTorch ports do -- only a numeric check against `generate`
-    settles which is right, see docs/paper_scale.md);
+    `Generator(spectral_norm=False)`. DeepMind's hub generators keep more
+    power-iteration vectors beside `u0` (`u1`, ...): they are consumed,
+    ignored and listed in the report (`unused_power_iteration_vectors`);
+  * standing BatchNorm statistics: `accumulated_{mean,var}` are copied as
+    they are (--standing_stats=raw, the default), as the public ports of
+    DeepMind's hub GANs do (ajbrock/BigGAN-PyTorch's TF-Hub converter;
+    anvoynov/BigGANsAreWatching, whose BigBiGAN weights
+    lukemelas/pytorch-pretrained-gans loads), and they produce good images
+    although the `accumulation_counter`s are not 1. --standing_stats=divide
+    divides by the counter (compare_gan's sums); --verify_with_hub settles
+    it numerically against `generate`;
+  * attention `gamma` may be stored as a scalar or with shape [1] (DeepMind's
+    hub generators); both load into the scalar Flax param;
   * the conversion fails, listing every problem at once, on a variable that
     no table entry consumes, a table entry with no variable, or any shape
     that does not fit the Flax modules. The discriminator's scopes
@@ -36,13 +43,24 @@ no graph is built):
 The encoder's TF variable names are not public. `tf_encoder_name_map` is our
 documented guess (ASSUMPTION, to verify with `tf.train.list_variables` on the
 real module; if it differs, the converter lists every unmapped name and
-`tf_encoder_name_map` is the one place to edit).
+`tf_encoder_name_map` is the one place to edit). Its layout is not public
+either: whether each stage's stride sits in its first unit (ours) or its
+last (TF-slim ResNet-v2), and how strided convs pad. Every variable shape is
+the same either way, so a wrong guess loads without error and computes
+another function; --verify_with_hub runs the hub's `encode` and the Flax
+encoder under each (stride placement, padding) and names the one that
+matches (config fields `teacher_generator.encoder_stride_placement` and
+`encoder_strided_padding`). docs/paper_scale.md makes this a required step
+before any paper run.
 """
 
 import dataclasses
+import functools
+import itertools
 import json
 import os
-from typing import Any, Mapping, Sequence
+import re
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from absl import app
 from absl import flags
@@ -55,6 +73,7 @@ import numpy as np
 from tgt_jax import pretrained
 from tgt_jax.models import bigbigan
 from tgt_jax.models import build
+from tgt_jax.models import resnet
 
 GENERATOR_PREFIX = bigbigan.TF_GENERATOR_PREFIX  # 'GenEncWrapper/Generator/'
 # ASSUMPTION (encoder names are not public): E sits beside G in the wrapper.
@@ -64,9 +83,15 @@ ENCODER_PREFIX = 'GenEncWrapper/Encoder/'
 # --ignore_prefixes.
 IGNORED_PREFIXES = ('GenEncWrapper/Discriminator/', 'Discriminator/')
 EMA_SUFFIX = '/ema_0.9999'
-STANDING_STATS_MODES = ('divide', 'raw')
+STANDING_STATS_MODES = ('raw', 'divide')
 _ACCUMULATED = ('accumulated_mean', 'accumulated_var')
 _COUNTER = 'accumulation_counter'
+# Power-iteration vectors other than `u0` (which the table maps): `u1`, ...
+_EXTRA_POWER_ITERATION_VECTOR = re.compile(r'/u[1-9][0-9]*$')
+# (stride placement, strided padding) of the encoder backbone, the layouts
+# --verify_with_hub compares.
+ENCODER_LAYOUTS = tuple(itertools.product(resnet.STRIDE_PLACEMENTS,
+                                          resnet.STRIDED_PADDINGS))
 
 
 class ConversionError(ValueError):
@@ -78,6 +103,9 @@ class ConversionReport:
   """What a conversion consumed and decided, for the log and the JSON."""
   used_ema: list[str] = dataclasses.field(default_factory=list)
   ignored: list[str] = dataclasses.field(default_factory=list)
+  # `u1`, ... beside the `u0` that baking uses: consumed, not used.
+  unused_power_iteration_vectors: list[str] = dataclasses.field(
+      default_factory=list)
   counters: dict[str, float] = dataclasses.field(default_factory=dict)
   parameter_counts: dict[str, dict[str, int]] = dataclasses.field(
       default_factory=dict)
@@ -220,6 +248,10 @@ def _convert_scope(resolved: Mapping[str, np.ndarray], prefix: str,
     # TF stores the power-iteration vector as [1, out]; Flax as [out].
     if collection == 'spectral' and value.size == np.prod(want.shape):
       value = value.reshape(want.shape)
+    # DeepMind's hub generators store scalars such as the attention gamma
+    # with shape [1].
+    if tuple(want.shape) == () and value.shape == (1,):
+      value = value.reshape(())
     if value.shape != tuple(want.shape):
       problems.append(f'{full_name}: shape {value.shape} does not fit '
                       f'{collection}/{"/".join(path)} {tuple(want.shape)}')
@@ -274,16 +306,17 @@ def expected_generator_tf_shapes(
     gen_config: ml_collections.ConfigDict) -> dict[str, tuple[int, ...]]:
   """The converter's view of G's TF variables: full name -> shape.
 
-  Derived from the name table and the Flax module, with TF's conventions
-  (`u0` is [1, out], one scalar `accumulation_counter` per BatchNorm); EMA
-  copies are not listed. Tests compare it with the names and shapes
-  documented for the hub module.
+  Derived from the name table and the Flax module, with the conventions of
+  DeepMind's hub generators (`u0` is [1, out], the attention `gamma` [1],
+  one scalar `accumulation_counter` per BatchNorm); EMA copies and the
+  unused `u1`, ... are not listed, and a scalar `gamma` loads too. Tests
+  compare it with the names and shapes documented for the hub module.
   """
   abstract = _abstract_sn_generator(gen_config)
   shapes = {}
   for tf_name, (collection, *path) in generator_name_map(gen_config).items():
     shape = tuple(_get_path(abstract[collection], path).shape)
-    if collection == 'spectral':
+    if collection == 'spectral' or shape == ():
       shape = (1, *shape)
     shapes[GENERATOR_PREFIX + tf_name] = shape
     scope, leaf = tf_name.rsplit('/', 1)
@@ -297,7 +330,7 @@ def convert_variables(
     gen_config: ml_collections.ConfigDict,
     *,
     use_ema: bool = True,
-    standing_stats: str = 'divide',
+    standing_stats: str = 'raw',
     parts: Sequence[str] = pretrained.PARTS,
     ignore_prefixes: Sequence[str] = IGNORED_PREFIXES,
 ) -> tuple[dict[str, Any], ConversionReport]:
@@ -307,8 +340,9 @@ def convert_variables(
     variables: every variable of the checkpoint, {tf_name: array}.
     gen_config: the `teacher_generator` section to fit.
     use_ema: prefer `X/ema_0.9999` over `X`.
-    standing_stats: 'divide' the accumulated BN statistics by their
-      `accumulation_counter`, or copy them 'raw'.
+    standing_stats: copy the accumulated BN statistics 'raw' (what the
+      public ports of DeepMind's hub GANs do), or 'divide' them by their
+      `accumulation_counter` (compare_gan's sums).
     parts: 'generator' and/or 'encoder'; the other's scope is skipped.
     ignore_prefixes: scopes skipped on purpose (the discriminator).
 
@@ -351,6 +385,14 @@ def convert_variables(
         resolved, ENCODER_PREFIX, tf_encoder_name_map(abstract), abstract,
         standing_stats, consumed, problems, report)
 
+  converted_prefixes = tuple(
+      {'generator': GENERATOR_PREFIX, 'encoder': ENCODER_PREFIX}[p]
+      for p in parts)
+  for name in sorted(set(resolved) - consumed):
+    if (name.startswith(converted_prefixes) and
+        _EXTRA_POWER_ITERATION_VECTOR.search(name)):
+      consumed.add(name)
+      report.unused_power_iteration_vectors.append(name)
   skipped_prefixes = tuple(ignore_prefixes) + tuple(
       {'generator': GENERATOR_PREFIX, 'encoder': ENCODER_PREFIX}[p]
       for p in pretrained.PARTS if p not in parts)
@@ -373,7 +415,7 @@ def convert_variables(
 
 def convert_module(module_dir: str, output: str,
                    gen_config: ml_collections.ConfigDict, *,
-                   use_ema: bool = True, standing_stats: str = 'divide',
+                   use_ema: bool = True, standing_stats: str = 'raw',
                    parts: Sequence[str] = pretrained.PARTS,
                    ignore_prefixes: Sequence[str] = IGNORED_PREFIXES
                    ) -> ConversionReport:
@@ -390,7 +432,9 @@ def convert_module(module_dir: str, output: str,
        'standing_stats': standing_stats,
        'accumulation_counters': sorted(set(report.counters.values())),
        'ema_variables_used': len(report.used_ema),
-       'ignored_variables': len(report.ignored)})
+       'ignored_variables': len(report.ignored),
+       'unused_power_iteration_vectors': len(
+           report.unused_power_iteration_vectors)})
   return report
 
 
@@ -407,35 +451,182 @@ def _call_signature(signature, value):
   return signature(**{name: tf.constant(value)})
 
 
+# An encoder layout matches the hub when max |z_mean difference| is at most
+# this fraction of max(1, max |hub z_mean|): float32 ResNet-50s that agree
+# differ by ~1e-4..1e-3, a wrong layout by order 1.
+LAYOUT_MATCH_TOLERANCE = 1e-2
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _encoder_z_mean(encoder: bigbigan.Encoder, variables: Mapping[str, Any],
+                    images: jax.Array) -> jax.Array:
+  # Static module: equal encoders (same layout) reuse one compilation.
+  return encoder.apply(variables, images, train=False)[0]
+
+
+def _layout_name(placement: str, padding: str) -> str:
+  return f'stride_placement={placement},strided_padding={padding}'
+
+
+def _layout_flags(placement: str, padding: str) -> str:
+  return (f'--config.teacher_generator.encoder_stride_placement={placement} '
+          f'--config.teacher_generator.encoder_strided_padding={padding}')
+
+
+def compare_encoder_layouts(
+    gen_config: ml_collections.ConfigDict,
+    encoder_variables: Mapping[str, Any],
+    hub_encode: Callable[[np.ndarray], np.ndarray],
+    images: np.ndarray,
+    tolerance: float = LAYOUT_MATCH_TOLERANCE) -> dict[str, Any]:
+  """Which encoder layout computes the hub's `encode`.
+
+  The converted variables fit every (stride placement, strided padding)
+  layout, so each is run on the same images and compared with the hub.
+
+  Args:
+    gen_config: the `teacher_generator` section (its layout fields are the
+      configured choice).
+    encoder_variables: {'params', 'batch_stats'} of the converted encoder.
+    hub_encode: images [N, S, S, C] in [-1, 1] -> the hub's z_mean [N, D].
+    images: the encoder's inputs.
+    tolerance: see LAYOUT_MATCH_TOLERANCE.
+
+  Returns:
+    A JSON-ready dict: 'encode_z_mean_max_abs_diff' {layout name: max |hub -
+    Flax|}, 'matching_layout' ({'encoder_stride_placement',
+    'encoder_strided_padding'} of the closest layout if it is within the
+    tolerance, else None), 'configured_layout', 'configured_layout_matches',
+    'tolerance' (absolute, scaled to the hub's z_mean).
+  """
+  hub_z_mean = np.asarray(hub_encode(images), np.float32)
+  differences = {}
+  for placement, padding in ENCODER_LAYOUTS:
+    layout_config = ml_collections.ConfigDict(gen_config.to_dict())
+    layout_config.encoder_stride_placement = placement
+    layout_config.encoder_strided_padding = padding
+    z_mean = _encoder_z_mean(build.encoder(layout_config), encoder_variables,
+                             images)
+    differences[placement, padding] = float(np.max(np.abs(
+        hub_z_mean - np.asarray(z_mean))))
+  closest = min(differences, key=differences.get)
+  absolute_tolerance = tolerance * max(1.0, float(np.max(np.abs(hub_z_mean))))
+  matching = closest if differences[closest] <= absolute_tolerance else None
+  configured = tuple(build.encoder_layout(gen_config).values())
+  as_fields = lambda layout: (None if layout is None else {
+      'encoder_stride_placement': layout[0],
+      'encoder_strided_padding': layout[1]})
+  return {
+      'encode_z_mean_max_abs_diff': {_layout_name(*layout): difference
+                                     for layout, difference
+                                     in differences.items()},
+      'matching_layout': as_fields(matching),
+      'configured_layout': as_fields(configured),
+      'configured_layout_matches': matching == configured,
+      'tolerance': absolute_tolerance,
+  }
+
+
+def encoder_layout_warning(layout_check: Mapping[str, Any]) -> Optional[str]:
+  """A loud message when the configured encoder layout is not the hub's."""
+  if layout_check['configured_layout_matches']:
+    return None
+  configured = tuple(layout_check['configured_layout'].values())
+  table = '\n'.join(f'    {name}: {difference:.3g}' for name, difference in
+                    layout_check['encode_z_mean_max_abs_diff'].items())
+  banner = '!' * 78
+  if layout_check['matching_layout'] is None:
+    return (
+        f'{banner}\nWARNING: NO encoder layout reproduces the hub\'s encode '
+        f'(max |z_mean difference| per layout, tolerance '
+        f'{layout_check["tolerance"]:.3g}):\n{table}\nThe encoder differs '
+        'elsewhere (variable names, head widths, the final BN-CReLU, the '
+        'stem\'s max-pool padding, ...): do not use it for a paper run; '
+        'see docs/paper_scale.md, "Assumptions to verify".\n' + banner)
+  matching = tuple(layout_check['matching_layout'].values())
+  return (
+      f'{banner}\nWARNING: the config\'s encoder layout '
+      f'({_layout_name(*configured)}) does NOT compute the hub\'s encode; '
+      f'{_layout_name(*matching)} does (max |z_mean difference| per layout, '
+      f'tolerance {layout_check["tolerance"]:.3g}):\n{table}\nSet\n    '
+      f'{_layout_flags(*matching)}\n(in the config, or on the command line '
+      'of every run) and convert again: architecture.json records the '
+      'layout, and the loader refuses a config that differs.\n' + banner)
+
+
+def verify_converted(output: str, gen_config: ml_collections.ConfigDict, *,
+                     hub_generate: Optional[Callable[[np.ndarray],
+                                                     np.ndarray]] = None,
+                     hub_encode: Optional[Callable[[np.ndarray],
+                                                   np.ndarray]] = None,
+                     num_samples: int = 4, seed: int = 0) -> dict[str, Any]:
+  """Compares the converted checkpoint in OUTPUT with the hub's signatures.
+
+  Args:
+    output: a directory written by `convert_module`.
+    gen_config: the `teacher_generator` section it was converted for.
+    hub_generate: z [N, latent_dim] -> images [N, R, R, C] in [-1, 1] (the
+      hub's `generate`), or None to skip G.
+    hub_encode: images in [-1, 1] at the encoder size -> z_mean (the hub's
+      `encode`), or None to skip E.
+    num_samples: images to compare.
+    seed: of the latents (and of the images when G is skipped).
+
+  Returns:
+    A JSON-ready dict: 'generate_max_abs_diff' when G was compared, and
+    `compare_encoder_layouts`'s keys when E was. The encoder's inputs are
+    the hub's own generated images resized to the encoder size (or uniform
+    noise in [-1, 1] without G), so no data are needed.
+  """
+  info = pretrained.read_architecture(output)
+  parts = tuple(part for part, signature in (('generator', hub_generate),
+                                             ('encoder', hub_encode))
+                if signature is not None and part in info['parts'])
+  modules, variables = pretrained.load_pretrained_teacher_generator(
+      output, gen_config, parts)
+  rng = np.random.default_rng(seed)
+  result: dict[str, Any] = {}
+  z = rng.standard_normal((num_samples, gen_config.latent_dim)).astype(
+      np.float32)
+  size = gen_config.encoder_image_size
+  encoder_input = rng.uniform(
+      -1.0, 1.0, (num_samples, size, size, gen_config.channels)).astype(
+          np.float32)
+  if 'generator' in parts:
+    hub_images = np.asarray(hub_generate(z), np.float32)
+    flax_images = np.asarray(jax.jit(
+        lambda v, z: modules['generator'].apply(v, z, train=False))(
+            variables['generator'], z))
+    result['generate_max_abs_diff'] = float(np.max(np.abs(hub_images -
+                                                          flax_images)))
+    encoder_input = hub_images_256(hub_images, gen_config)
+  if 'encoder' in parts:
+    result.update(compare_encoder_layouts(gen_config, variables['encoder'],
+                                          hub_encode, encoder_input))
+  return result
+
+
 def verify_with_hub(module_dir: str, output: str,
                     gen_config: ml_collections.ConfigDict,
-                    num_samples: int = 4, seed: int = 0) -> dict[str, float]:
-  """Max |hub - Flax| of `generate` and of `encode`'s z_mean.
+                    num_samples: int = 4, seed: int = 0) -> dict[str, Any]:
+  """`verify_converted` against the hub module's `generate` and `encode`.
 
-  Runs both on the same random latents / on the hub's own generated images,
-  so no data are needed. Expect differences around 1e-4..1e-3 (float32,
-  different conv algorithms); an error of order 1 means a wrong mapping or
-  wrong standing statistics (try --standing_stats=raw).
+  Expect differences around 1e-4..1e-3 (float32, different conv
+  algorithms). For `generate`, an error of order 0.1..1 means a wrong
+  mapping or wrong standing statistics (try the other --standing_stats);
+  for `encode`, the per-layout differences name the encoder layout that
+  matches (`encoder_layout_warning` says what to set when it is not the
+  config's).
   """
   import tensorflow_hub as hub  # pylint: disable=g-import-not-at-top
   module = hub.load(module_dir, tags=[])
-  z = np.random.default_rng(seed).standard_normal(
-      (num_samples, gen_config.latent_dim)).astype(np.float32)
-  hub_images = np.asarray(
+  hub_generate = lambda z: np.asarray(
       _call_signature(module.signatures['generate'], z)['default'])
-  encoder_input = hub_images_256(hub_images, gen_config)
-  hub_z_mean = np.asarray(
-      _call_signature(module.signatures['encode'], encoder_input)['z_mean'])
-  modules, variables = pretrained.load_pretrained_teacher_generator(
-      output, gen_config)
-  flax_images = np.asarray(modules['generator'].apply(
-      variables['generator'], z, train=False))
-  flax_z_mean, _ = modules['encoder'].apply(variables['encoder'],
-                                            encoder_input, train=False)
-  return {'generate_max_abs_diff': float(np.max(np.abs(hub_images -
-                                                       flax_images))),
-          'encode_z_mean_max_abs_diff': float(np.max(np.abs(
-              hub_z_mean - np.asarray(flax_z_mean))))}
+  hub_encode = lambda x: np.asarray(
+      _call_signature(module.signatures['encode'], x)['z_mean'])
+  return verify_converted(output, gen_config, hub_generate=hub_generate,
+                          hub_encode=hub_encode, num_samples=num_samples,
+                          seed=seed)
 
 
 def hub_images_256(images: np.ndarray,
@@ -461,16 +652,18 @@ def _flags():
       'config', 'configs/imagenet_lt.py',
       'A paper config; its teacher_generator section fixes the architecture.')
   flags.DEFINE_bool('use_ema', True, 'Prefer the /ema_0.9999 copies.')
-  flags.DEFINE_enum('standing_stats', 'divide', STANDING_STATS_MODES,
-                    'Divide accumulated BN statistics by their counter, or '
-                    'copy them raw.')
+  flags.DEFINE_enum('standing_stats', 'raw', STANDING_STATS_MODES,
+                    'Copy the accumulated BN statistics as they are (raw, as '
+                    'the public ports of DeepMind\'s hub GANs do), or divide '
+                    'them by their accumulation_counter.')
   flags.DEFINE_list('parts', list(pretrained.PARTS),
                     'Which of generator,encoder to convert.')
   flags.DEFINE_list('ignore_prefixes', list(IGNORED_PREFIXES),
                     'Variable scopes to skip on purpose.')
   flags.DEFINE_bool('verify_with_hub', False,
-                    'After converting, compare with the hub signatures '
-                    '(needs tensorflow-hub).')
+                    'After converting, compare with the hub signatures and '
+                    'report which encoder layout matches (needs '
+                    'tensorflow-hub). Required once before any paper run.')
   flags.mark_flags_as_required(['module_dir', 'output'])
 
 
@@ -489,14 +682,30 @@ def main(argv: Sequence[str]) -> None:
   for part, counts in report.parameter_counts.items():
     print(f'{part}: {counts["params"]:,} parameters, '
           f'{counts["batch_stats"]:,} BatchNorm statistics')
+  counters = sorted(set(report.counters.values()))
   print(f'EMA copies used: {len(report.used_ema)}; skipped on purpose: '
         f'{len(report.ignored)} (e.g. {report.ignored[:3]}); accumulation '
-        f'counters: {sorted(set(report.counters.values()))}')
+        f'counters: {counters} (standing statistics: '
+        f'{flag_values.standing_stats})')
+  unused = report.unused_power_iteration_vectors
+  print(f'Power-iteration vectors beside u0, consumed and not used: '
+        f'{len(unused)}' + ''.join(f'\n  {name}' for name in unused))
   print(f'Wrote {flag_values.output}')
   if flag_values.verify_with_hub:
-    print(json.dumps(verify_with_hub(flag_values.module_dir,
-                                     flag_values.output, gen_config),
-                     indent=2))
+    result = verify_with_hub(flag_values.module_dir, flag_values.output,
+                             gen_config)
+    with open(os.path.join(flag_values.output, 'verify_with_hub.json'),
+              'w') as f:
+      json.dump(result, f, indent=2, sort_keys=True)
+      f.write('\n')
+    print(json.dumps(result, indent=2, sort_keys=True))
+    if 'encode_z_mean_max_abs_diff' in result:
+      warning = encoder_layout_warning(result)
+      if warning:
+        logging.warning('%s', warning)
+        print(warning)
+      else:
+        print('The config\'s encoder layout matches the hub\'s encode.')
 
 
 if __name__ == '__main__':

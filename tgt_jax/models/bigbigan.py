@@ -480,6 +480,13 @@ class Encoder(nn.Module):
     latent_dim: size of z.
     head_hidden: widths of the ReLU MLP between the pooled features and the
       Gaussian parameters (the TF module's widths are not public).
+    stride_placement, strided_padding, strided_conv, conv_bias,
+      batch_norm_epsilon: layout options of the backbone (see
+      `resnet.ResNet`). TF-slim's ResNet-v2 strides the last unit of a stage
+      with symmetric padding; which layout the hub encoder has is not public
+      and every variable shape is the same either way, so only a numeric
+      comparison with the hub's `encode` tells (`convert_bigbigan
+      --verify_with_hub`).
     dtype: compute dtype.
   """
   depth: int = 50
@@ -487,15 +494,24 @@ class Encoder(nn.Module):
   small_image_stem: bool = False
   latent_dim: int = 120
   head_hidden: Sequence[int] = (4096, 4096)
+  stride_placement: str = 'first'
+  strided_padding: str = 'same'
+  strided_conv: str = '3x3'
+  conv_bias: bool = False
+  batch_norm_epsilon: float = resnet.BATCH_NORM_EPSILON
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array,
                train: bool) -> tuple[jax.Array, jax.Array]:
     """Returns (z_mean, z_scale), each [N, latent_dim] float32, scale > 0."""
-    backbone = resnet.create_resnet(self.depth, None, self.width_multiplier,
-                                    self.small_image_stem, preactivation=True,
-                                    dtype=self.dtype, name='backbone')
+    backbone = resnet.create_resnet(
+        self.depth, None, self.width_multiplier, self.small_image_stem,
+        preactivation=True, dtype=self.dtype, name='backbone',
+        stride_placement=self.stride_placement,
+        strided_conv=self.strided_conv,
+        strided_padding=self.strided_padding, conv_bias=self.conv_bias,
+        batch_norm_epsilon=self.batch_norm_epsilon)
     _, features = backbone(x, train)
     h = features
     for index, width in enumerate(self.head_hidden):

@@ -11,6 +11,37 @@ from tgt_jax.models import resnet
 
 COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
+# Layout fields of a `student` / `teacher_labeler` section that only a
+# converted checkpoint needs (see models/resnet.py); a section without them
+# builds the layout this codebase trains.
+CLASSIFIER_LAYOUT_DEFAULTS = {
+    'stride_placement': 'first',
+    'strided_conv': '3x3',
+    'strided_padding': 'same',
+    'conv_bias': False,
+    'batch_norm_epsilon': resnet.BATCH_NORM_EPSILON,
+}
+# Layout fields of `teacher_generator` for the encoder backbone. The hub
+# encoder's layout is not public: `convert_bigbigan --verify_with_hub`
+# reports which one matches its `encode`.
+ENCODER_LAYOUT_DEFAULTS = {
+    'encoder_stride_placement': 'first',
+    'encoder_strided_padding': 'same',
+}
+
+
+def classifier_layout(model_config: ml_collections.ConfigDict
+                      ) -> dict[str, Any]:
+  """The section's layout fields, defaults filled in."""
+  return {name: model_config.get(name, default)
+          for name, default in CLASSIFIER_LAYOUT_DEFAULTS.items()}
+
+
+def encoder_layout(gen_config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """`teacher_generator`'s encoder layout fields, defaults filled in."""
+  return {name: gen_config.get(name, default)
+          for name, default in ENCODER_LAYOUT_DEFAULTS.items()}
+
 
 def compute_dtype(config: ml_collections.ConfigDict) -> Any:
   """`config.dtype`: the compute dtype of every network a run applies.
@@ -26,20 +57,34 @@ def compute_dtype(config: ml_collections.ConfigDict) -> Any:
   return COMPUTE_DTYPES[name]
 
 
+def classifier_network(model_config: ml_collections.ConfigDict,
+                       num_classes: Any,
+                       dtype: Any = jnp.float32) -> resnet.ResNet:
+  """The ResNet of a `student` / `teacher_labeler` section.
+
+  The layout fields (CLASSIFIER_LAYOUT_DEFAULTS) are optional: they describe
+  a converted checkpoint's layout (e.g. Keras ResNet-50 weights from
+  `tgt_jax.convert_keras_resnet`), and a section without them builds ours.
+  Checkpoint code (`pretrained.load_classifier`) builds the bare network
+  through here.
+  """
+  return resnet.create_resnet(
+      model_config.depth, num_classes,
+      width_multiplier=model_config.width_multiplier,
+      small_image_stem=model_config.small_image_stem, dtype=dtype,
+      **classifier_layout(model_config))
+
+
 def classifier(model_config: ml_collections.ConfigDict, num_classes: int,
                dtype: Any = jnp.float32) -> classifier_lib.Classifier:
   """Student or teacher labeler: the one ResNet family and its input recipe.
 
   `model_config` is a resolved `student` or `teacher_labeler` section.
   """
-  network = resnet.create_resnet(
-      model_config.depth, num_classes,
-      width_multiplier=model_config.width_multiplier,
-      small_image_stem=model_config.small_image_stem, dtype=dtype)
   return classifier_lib.Classifier(
-      network=network, image_size=model_config.image_size,
-      mean=tuple(model_config.mean), std=tuple(model_config.std),
-      channel_order=model_config.channel_order)
+      network=classifier_network(model_config, num_classes, dtype),
+      image_size=model_config.image_size, mean=tuple(model_config.mean),
+      std=tuple(model_config.std), channel_order=model_config.channel_order)
 
 
 def generator(gen_config: ml_collections.ConfigDict, spectral_norm: bool,
@@ -64,13 +109,20 @@ def generator(gen_config: ml_collections.ConfigDict, spectral_norm: bool,
 
 def encoder(gen_config: ml_collections.ConfigDict,
             dtype: Any = jnp.float32) -> bigbigan.Encoder:
-  """BigBiGAN's E: a pre-activation ResNet with a Gaussian head."""
+  """BigBiGAN's E: a pre-activation ResNet with a Gaussian head.
+
+  `encoder_stride_placement` / `encoder_strided_padding` are optional
+  (ENCODER_LAYOUT_DEFAULTS).
+  """
+  layout = encoder_layout(gen_config)
   return bigbigan.Encoder(
       depth=gen_config.encoder_depth,
       width_multiplier=gen_config.encoder_width_multiplier,
       small_image_stem=gen_config.encoder_small_image_stem,
       latent_dim=gen_config.latent_dim,
-      head_hidden=tuple(gen_config.encoder_head_hidden), dtype=dtype)
+      head_hidden=tuple(gen_config.encoder_head_hidden),
+      stride_placement=layout['encoder_stride_placement'],
+      strided_padding=layout['encoder_strided_padding'], dtype=dtype)
 
 
 def discriminator(gen_config: ml_collections.ConfigDict
