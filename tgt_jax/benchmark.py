@@ -9,8 +9,9 @@ measures, in one process:
 
 - step time (median and 10th-90th percentile over `--steps` steps after
   warm-up) and real images per second;
-- FLOPs per step from XLA's cost analysis of the compiled step, and the
-  achieved FLOP/s;
+- FLOPs per step from XLA's cost analysis of the lowered step (before the
+  device's own passes, so GPU convolutions count too), and the achieved
+  FLOP/s;
 - the device's peak, measured here by a large jitted matrix product in the
   config's dtype, and the achieved fraction of it;
 - compile time, the compiled step's memory analysis, the process's peak RSS;
@@ -43,7 +44,8 @@ from tgt_jax.data import dataset as dataset_lib
 from tgt_jax.models import build
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'Experiment config.',
+config_flags.DEFINE_config_file('config', None, 'Experiment config (required '
+                                'unless --table_from).',
                                 lock_config=True)
 flags.DEFINE_integer('steps', 30, 'Timed steps per method, after warm-up.')
 flags.DEFINE_integer('warmup_steps', 3, 'Untimed steps after compilation.')
@@ -51,13 +53,16 @@ flags.DEFINE_list('gradient_steps', ['1', '2', '4'],
                   'Exploration steps of the extra tgt_gradient variants.')
 flags.DEFINE_bool('input_only', False,
                   'Measure only the input pipeline (paper configs on CPU).')
+flags.DEFINE_string('table_from', None,
+                    'Only print the table of a saved report (a file holding '
+                    'the JSON line a run printed last), e.g. '
+                    'docs/benchmarks/*.json.')
 flags.DEFINE_bool('synthetic_input', False,
                   'Time the steps on random batches, loading no data (for '
                   'machines without TensorFlow, e.g. an accelerator host).')
 flags.DEFINE_bool('cached_latents', True,
                   'Also time tgt_random and tgt_gradient with E(x) cached '
                   '(exploration.cache_latents), i.e. no encoder pass.')
-flags.mark_flags_as_required(['config'])
 
 
 class RecompilationError(RuntimeError):
@@ -94,8 +99,16 @@ def _method_config(config, method: str):
   return name, method_config
 
 
-def _cost(compiled) -> float:
-  analysis = compiled.cost_analysis()
+def step_flops(raw_step: Callable, *args) -> float:
+  """FLOPs of one step from XLA's cost analysis of the program lowered for
+  the CPU, before any device pass: the count depends on the program, not
+  the device, and on GPUs the compiled program's convolutions are cuDNN
+  calls that its own cost analysis leaves out (and the GPU client has no
+  analysis of the lowered program)."""
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                          args)
+  with jax.default_device(jax.devices('cpu')[0]):
+    analysis = jax.jit(raw_step).lower(*abstract).cost_analysis()
   if isinstance(analysis, (list, tuple)):  # Older JAX: one dict per program.
     analysis = analysis[0]
   return float(analysis.get('flops', 0.0))
@@ -110,18 +123,20 @@ def _memory_bytes(compiled) -> int:
              stats.temp_size_in_bytes - stats.alias_size_in_bytes)
 
 
-def benchmark_method(step: Callable, state, teachers, batches, rng,
-                     num_steps: int, warmup_steps: int) -> dict[str, float]:
-  """Compiles, warms up and times one jitted step; checks no recompile."""
+def benchmark_method(step: Callable, raw_step: Callable, state, teachers,
+                     batches, rng, num_steps: int,
+                     warmup_steps: int) -> dict[str, float]:
+  """Compiles, warms up and times one jitted step (`raw_step` unjitted);
+  checks that it never compiles again."""
   start = time.perf_counter()
   state, metrics = step(state, teachers, batches[0], rng)
   jax.block_until_ready(metrics)
   first_call_s = time.perf_counter() - start
-  # Cost and memory analyses of the executable the call above compiled
-  # (lowering again hits JAX's compilation cache).
-  compiled = step.lower(state, teachers, batches[0], rng).compile()
-  flops = _cost(compiled)
-  peak_bytes = _memory_bytes(compiled)
+  flops = step_flops(raw_step, state, teachers, batches[0], rng)
+  # Memory of the executable the call above compiled (lowering and
+  # compiling again hit JAX's caches).
+  peak_bytes = _memory_bytes(
+      step.lower(state, teachers, batches[0], rng).compile())
   for i in range(warmup_steps):
     state, metrics = step(state, teachers, batches[i % len(batches)], rng)
   jax.block_until_ready(metrics)
@@ -245,9 +260,10 @@ def run_benchmark(config, num_steps: int, warmup_steps: int,
         train_steps.create_train_state(variables, tx), mesh)
     step = train_steps.jit_train_step(method, student, tx, method_config,
                                       mesh)
+    raw_step = train_steps.make_train_step(method, student, tx, method_config)
     result = benchmark_method(
-        step, state, cached if name.endswith(CACHED) else teachers, batches,
-        rng, num_steps, warmup_steps)
+        step, raw_step, state, cached if name.endswith(CACHED) else teachers,
+        batches, rng, num_steps, warmup_steps)
     result['images_per_s'] = config.batch_size / (result['step_ms'] / 1e3)
     results[name] = result
 
@@ -262,6 +278,11 @@ def run_benchmark(config, num_steps: int, warmup_steps: int,
   }
 
 
+def _gflop(flops: float) -> str:
+  gflop = flops / 1e9
+  return f'{gflop:,.0f}' if gflop >= 100 else f'{gflop:.3f}'
+
+
 def table(report: dict[str, Any]) -> str:
   """A plain-text table of the report, with the cost ratios against kd."""
   source = ('synthetic input' if 'input_images_per_s' not in report else
@@ -271,8 +292,8 @@ def table(report: dict[str, Any]) -> str:
   lines = [f'device: {report["device"]}; batch {report["batch_size"]}, '
            f'{report["dtype"]}; peak ({report["dtype"]} matmul) '
            f'{report["peak_flops"]:.3g} FLOP/s; {source}',
-           f'{"method":<28}{"step ms":>9}{"p10-p90":>15}{"img/s":>9}'
-           f'{"GFLOP":>9}{"% peak":>8}{"compile s":>10}{"MiB":>8}'
+           f'{"method":<28}{"step ms":>9}{"p10-p90":>17}{"img/s":>8}'
+           f'{"GFLOP":>10}{"% peak":>8}{"compile s":>10}{"MiB":>9}'
            f'{"t/t_kd":>8}{"F/F_kd":>8}']
   methods = report['methods']
   kd = methods.get('kd')
@@ -281,15 +302,19 @@ def table(report: dict[str, Any]) -> str:
     ratio_f = r['flops'] / kd['flops'] if kd and kd['flops'] else float('nan')
     lines.append(
         f'{name:<28}{r["step_ms"]:>9.2f}'
-        f'{r["step_ms_p10"]:>7.2f}-{r["step_ms_p90"]:<7.2f}'
-        f'{r["images_per_s"]:>9.0f}{r["flops"] / 1e9:>9.3f}'
+        f'{r["step_ms_p10"]:>9.2f}-{r["step_ms_p90"]:<7.2f}'
+        f'{r["images_per_s"]:>8.0f}{_gflop(r["flops"]):>10}'
         f'{100 * r["flops_fraction"]:>8.1f}{r["compile_s"]:>10.1f}'
-        f'{r["peak_bytes"] / 2**20:>8.1f}{ratio_t:>8.2f}{ratio_f:>8.2f}')
+        f'{r["peak_bytes"] / 2**20:>9.0f}{ratio_t:>8.2f}{ratio_f:>8.2f}')
   return '\n'.join(lines)
 
 
 def main(argv):
   del argv
+  if FLAGS.table_from:
+    with open(FLAGS.table_from) as f:
+      print(table(json.load(f)))
+    return
   report = run_benchmark(FLAGS.config, FLAGS.steps, FLAGS.warmup_steps,
                          tuple(int(k) for k in FLAGS.gradient_steps),
                          FLAGS.cached_latents, FLAGS.input_only,

@@ -316,6 +316,7 @@ def shrink(config: ml_collections.ConfigDict, size: str) -> None:
     raise ValueError(f"shrink size must be 'quick' or 'tiny', got {size!r}.")
   for model in (config.student, config.teacher_labeler):
     model.depth = 18
+    model.strided_conv = '3x3'  # Basic blocks have no 1x1 conv to stride.
     model.width_multiplier = 1 / 16
     model.small_image_stem = None
     model.image_size = None
