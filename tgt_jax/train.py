@@ -50,16 +50,24 @@ from tgt_jax.models import build
 from tgt_jax.models import classifier as classifier_lib
 
 CACHE_LATENTS = ('auto', 'always', 'never')
-# Offsets of the teachers' data-order seeds from config.seed, so that no two
-# stages read their batches in the same order (at paper scale both teachers
-# and the students read the same train split). Students keep config.seed.
-_LABELER_DATA_SEED = 1_000_000
-_GENERATOR_DATA_SEED = 2_000_000
-# Streams of initialisation keys folded into PRNGKey(config.seed): the
-# labeler never starts from the student's parameters. Students start from
-# PRNGKey(config.seed) itself, the same for every method (paired runs).
-_LABELER_INIT = 11
-_GENERATOR_INIT = 12
+# Every stage draws its initialisation and its data order from its own
+# stream of config.seed, so the labeler never starts from the student's
+# parameters nor reads the student's batches (at paper scale all stages read
+# the same train split). Students keep PRNGKey(config.seed) and config.seed
+# itself: the same for every method, so methods are compared on paired runs.
+ROLES = ('student', 'teacher_labeler', 'teacher_generator')
+
+
+def init_key(seed: int, role: str) -> jax.Array:
+  """The initialisation key of a stage (students: PRNGKey(seed))."""
+  key = jax.random.PRNGKey(seed)
+  return key if role == 'student' else jax.random.fold_in(
+      key, 10 + ROLES.index(role))
+
+
+def data_seed(seed: int, role: str) -> int:
+  """The seed of a stage's data order and augmentation (students: seed)."""
+  return seed + 1_000_000 * ROLES.index(role)
 
 
 class _QuietOrbax(std_logging.Filter):
@@ -242,7 +250,7 @@ def train_labeler(run: Run, dataset: dataset_lib.Dataset) -> Trained:
   classifier = build.classifier(cfg, dataset.num_classes, run.dtype)
   num_steps, steps_per_epoch = num_steps_and_epoch(dataset, 'teacher', cfg)
   tx = train_steps.create_optimizer(cfg, steps_per_epoch, num_steps)
-  rng = jax.random.fold_in(jax.random.PRNGKey(run.config.seed), _LABELER_INIT)
+  rng = init_key(run.config.seed, 'teacher_labeler')
   variables = classifier.init(rng, dataset.image_shape[-1])
   if cfg.init_checkpoint:
     variables = pretrained.initial_classifier_variables(
@@ -256,7 +264,7 @@ def train_labeler(run: Run, dataset: dataset_lib.Dataset) -> Trained:
       run, _teacher_stage(run, dataset, 'teacher_labeler', num_steps), state,
       lambda s, b: step(s, None, b, step_rng),
       dataset.train_batches('teacher', cfg.batch_size,
-                            run.config.seed + _LABELER_DATA_SEED))
+                            data_seed(run.config.seed, 'teacher_labeler')))
   return Trained(classifier, state)
 
 
@@ -273,8 +281,7 @@ def train_generator(run: Run, dataset: dataset_lib.Dataset
         cfg.pretrained_checkpoint, cfg, dtype=run.dtype)
   else:
     modules = generator_training.create_modules(cfg)
-    rng = jax.random.fold_in(jax.random.PRNGKey(run.config.seed),
-                             _GENERATOR_INIT)
+    rng = init_key(run.config.seed, 'teacher_generator')
     state = sharding.put_replicated(
         generator_training.create_state(modules, cfg, rng), run.mesh)
     replicated = sharding.replicated(run.mesh)
@@ -284,8 +291,8 @@ def train_generator(run: Run, dataset: dataset_lib.Dataset
     num_steps, _ = num_steps_and_epoch(dataset, 'teacher', cfg)
     # Unaugmented, and the labels stay on the host: G learns the images.
     batches = dataset.train_batches(
-        'teacher', cfg.batch_size, run.config.seed + _GENERATOR_DATA_SEED,
-        augment=False)
+        'teacher', cfg.batch_size,
+        data_seed(run.config.seed, 'teacher_generator'), augment=False)
     state = fit(run, _teacher_stage(run, dataset, 'teacher_generator',
                                     num_steps),
                 state, lambda s, b: step(s, b, step_rng),
@@ -350,8 +357,9 @@ def train_student(run: Run, dataset: dataset_lib.Dataset,
   key = train_steps.result_key(method, terms)
   num_steps, steps_per_epoch = num_steps_and_epoch(dataset, 'student', config)
   tx = train_steps.create_optimizer(config, steps_per_epoch, num_steps)
-  rng = jax.random.PRNGKey(config.seed)
-  batches = dataset.train_batches('student', config.batch_size, config.seed)
+  rng = init_key(config.seed, 'student')
+  batches = dataset.train_batches('student', config.batch_size,
+                                  data_seed(config.seed, 'student'))
   put = lambda i: sharding.put_batch(batches(i), run.mesh)
   term_states = {}
   for term in terms:
