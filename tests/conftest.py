@@ -19,7 +19,6 @@ import os
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import dataclasses  # pylint: disable=g-import-not-at-top,g-bad-import-order
-from typing import Any
 
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top

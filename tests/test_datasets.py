@@ -9,6 +9,7 @@ import conftest
 from tgt_jax import config_lib
 from tgt_jax import sharding
 from tgt_jax.data import dataset as dataset_lib
+from tgt_jax.data import loading
 
 NUM_EXAMPLES = 10
 
@@ -155,7 +156,7 @@ def test_steps_for_epochs():
 
 
 def test_load_digits_demo():
-  data = dataset_lib.load(config_lib.resolve(conftest.tiny_config()))
+  data = loading.load_dataset(config_lib.resolve(conftest.tiny_config()))
   assert data.in_memory and data.image_shape == (8, 8, 1)
   assert data.num_examples('teacher') == 1797 - 400
   assert data.student_class_counts.tolist() == [130, 84, 54, 35, 23, 15, 10,
@@ -171,6 +172,6 @@ def test_unknown_dataset_lists_every_known_name():
   config = conftest.tiny_config()
   config.dataset.name = 'mnist'
   with pytest.raises(ValueError, match='mnist') as error:
-    dataset_lib.load(config)
-  for name in dataset_lib.IN_MEMORY_NAMES + dataset_lib.STREAMING_NAMES:
+    loading.load_dataset(config)
+  for name in loading.IN_MEMORY_NAMES + loading.STREAMING_NAMES:
     assert name in str(error.value)

@@ -9,7 +9,6 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
-import conftest  # pylint: disable=g-import-not-at-top
 from tgt_jax import exploration  # pylint: disable=g-import-not-at-top
 from tgt_jax import methods  # pylint: disable=g-import-not-at-top
 from tgt_jax import train_steps  # pylint: disable=g-import-not-at-top

@@ -1,6 +1,5 @@
 """The stages of a run: what each starts from, reads and writes."""
 
-import os
 
 import jax
 import numpy as np
@@ -13,7 +12,7 @@ from tgt_jax import pretrained
 from tgt_jax import teachers as teachers_lib
 from tgt_jax import train
 from tgt_jax import visualize
-from tgt_jax.data import dataset as dataset_lib
+from tgt_jax.data import loading
 from tgt_jax.models import build
 
 
@@ -36,7 +35,7 @@ def test_no_labeler_starts_from_or_reads_what_a_student_does():
     if a.ndim > 1:  # Kernels (BatchNorm starts at 1 and 0 in both).
       assert not np.allclose(a, b)
   # At paper scale every stage reads the same train split: the orders differ.
-  fake = dataset_lib.load(config_lib.resolve(load_config('places_lt',
+  fake = loading.load_dataset(config_lib.resolve(load_config('places_lt',
                                                          'smoke')))
   first = {role: fake.train_batches('student', 8,
                                     train.data_seed(0, role))(0)['image']

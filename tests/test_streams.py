@@ -28,6 +28,7 @@ from tgt_jax import sharding  # pylint: disable=g-import-not-at-top
 from tgt_jax import teachers as teachers_lib  # pylint: disable=g-import-not-at-top
 from tgt_jax import train_steps  # pylint: disable=g-import-not-at-top
 from tgt_jax.data import dataset as dataset_lib  # pylint: disable=g-import-not-at-top
+from tgt_jax.data import loading  # pylint: disable=g-import-not-at-top
 from tgt_jax.data import long_tail  # pylint: disable=g-import-not-at-top
 from tgt_jax.data import tfds_pipelines  # pylint: disable=g-import-not-at-top
 from tgt_jax.models import build  # pylint: disable=g-import-not-at-top
@@ -110,7 +111,7 @@ def test_places_filter_keeps_listed_files_and_checks_labels():
 
 @pytest.fixture(scope='module')
 def fake_data():
-  return dataset_lib.load(config_lib.resolve(load_config('places_lt',
+  return loading.load_dataset(config_lib.resolve(load_config('places_lt',
                                                          'smoke')))
 
 
@@ -187,7 +188,7 @@ def test_eval_batches_pad_every_process_to_the_same_length():
 def test_streaming_and_in_memory_data_serve_one_interface(fake_data):
   """The one evaluation loop over either kind of dataset."""
   from tgt_jax import evaluation  # pylint: disable=g-import-not-at-top
-  in_memory = dataset_lib.load(config_lib.resolve(conftest.tiny_config()))
+  in_memory = loading.load_dataset(config_lib.resolve(conftest.tiny_config()))
   mesh = sharding.create_mesh(jax.devices()[:1])
   mean = jax.jit(lambda x: jnp.mean(x.astype(jnp.float32), axis=(1, 2, 3)))
   for data, test_size in ((in_memory, 400), (fake_data, 12)):
@@ -199,7 +200,7 @@ def test_streaming_and_in_memory_data_serve_one_interface(fake_data):
   outputs, _ = evaluation.predict(mean, fake_data.eval_batches('val', 8),
                                   mesh)
   assert len(outputs) == 12  # The fake val split.
-  assert dataset_lib.STREAMING_NAMES == tfds_pipelines.DATASET_NAMES
+  assert loading.STREAMING_NAMES == tfds_pipelines.DATASET_NAMES
 
 
 # ---------------------------------------------------------------------------
@@ -233,7 +234,7 @@ def test_sun_lt_reads_images_and_dragon_lists(tmp_path):
   config = load_config('sun_lt')
   config.dataset.data_dir, config.dataset.split_dir = images_dir, split_dir
   config.dataset.image_size = 16
-  data = dataset_lib.load(config)
+  data = loading.load_dataset(config)
   assert data.class_names == ('a/abbey', 'b/beach/sand')
   assert data.student_class_counts.tolist() == [3, 3]
   batch = data.train_batches('student', 4, seed=0)(1)
@@ -254,7 +255,7 @@ def test_imagenet_lt_reads_tfds(tmp_path, monkeypatch):
                       lambda self: True)
   with tfds.testing.mock_data(num_examples=12,
                               policy=tfds.testing.MockPolicy.USE_CODE):
-    data = dataset_lib.load(config)
+    data = loading.load_dataset(config)
     assert data.num_classes == 1000
     assert data.num_examples('student') == 12
     assert os.path.exists(tmp_path / 'imagenet_lt_train_labels.npy')
@@ -286,7 +287,7 @@ def test_missing_data_errors_name_the_manual_steps(tmp_path):
   ]
   for config, expected in cases:
     with pytest.raises(dataset_lib.DataUnavailableError) as error:
-      dataset_lib.load(config)
+      loading.load_dataset(config)
     for text in expected:
       assert text in str(error.value), (config.dataset.name, text)
 

@@ -41,6 +41,7 @@ from tgt_jax import sharding
 from tgt_jax import teachers as teachers_lib
 from tgt_jax import train_steps
 from tgt_jax.data import dataset as dataset_lib
+from tgt_jax.data import loading
 from tgt_jax.models import build
 
 FLAGS = flags.FLAGS
@@ -218,7 +219,7 @@ def run_benchmark(config, num_steps: int, warmup_steps: int,
     host_batches = synthetic_batches(config, num_classes)
     channels = config.dataset.channels
   else:
-    dataset = dataset_lib.load(config)
+    dataset = loading.load_dataset(config)
     report['input_images_per_s'] = benchmark_input(
         dataset, config.batch_size, config.seed, mesh)
     if input_only:

@@ -46,6 +46,7 @@ from tgt_jax import train_steps
 from tgt_jax import training_loop
 from tgt_jax import visualize
 from tgt_jax.data import dataset as dataset_lib
+from tgt_jax.data import loading
 from tgt_jax.models import build
 from tgt_jax.models import classifier as classifier_lib
 
@@ -132,9 +133,9 @@ def config_errors(config: ml_collections.ConfigDict, mesh) -> list[str]:
     errors.append(f'exploration.cache_latents={cache!r}; choose from '
                   f'{CACHE_LATENTS}.')
   elif (cache == 'always' and
-        config.dataset.name not in dataset_lib.IN_MEMORY_NAMES):
+        config.dataset.name not in loading.IN_MEMORY_NAMES):
     errors.append("exploration.cache_latents='always' needs in-memory data "
-                  f'{dataset_lib.IN_MEMORY_NAMES}; use \'auto\' or \'never\'.')
+                  f'{loading.IN_MEMORY_NAMES}; use \'auto\' or \'never\'.')
   if config.exploration.num_steps < 0:
     errors.append('exploration.num_steps must be >= 0.')
   return errors
@@ -457,7 +458,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   config = config_lib.resolve(config)
   mesh = sharding.create_mesh()
   validate(config, mesh)
-  dataset = dataset_lib.load(config)  # Bad data fails before any write.
+  dataset = loading.load_dataset(config)  # Bad data fails before any write.
   os.makedirs(workdir, exist_ok=True)
   run_guard.claim_workdir(workdir, config, overwrite,
                           write=jax.process_index() == 0)

@@ -44,7 +44,7 @@ before any model is built.
 
 import dataclasses
 import os
-from typing import Any, Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from absl import logging
 import ml_collections
