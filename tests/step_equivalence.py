@@ -51,8 +51,11 @@ METHODS = ('onehot', 'kd', 'tgt_random', 'tgt_gradient', 'tgt_prior',
 # 4% (a jump, not rounding: both float32 runs were within 1e-5 of float64
 # elsewhere). test_devices.py checks the margin of every such input.
 STEP_KEY = 1
-# The random teachers' and student's seed (conftest.make_tiny_setup).
-SETUP_SEED = int(os.environ.get('STEP_EQUIVALENCE_SETUP_SEED', 1))
+# The random teachers' and student's seed (conftest.make_tiny_setup), also
+# chosen for the conditioning: with it the smallest margin of any method's
+# ReLU inputs is 13.8 times their 4-vs-1 rounding difference (tgt_prior; seed
+# 1 gave tgt_gradient 0.3). STEP_EQUIVALENCE_SETUP_SEED overrides it, to scan.
+SETUP_SEED = int(os.environ.get('STEP_EQUIVALENCE_SETUP_SEED', 2))
 
 
 def flat(state):
