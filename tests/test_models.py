@@ -194,17 +194,23 @@ def test_resnet_default_variable_tree_is_unchanged():
   assert _shapes(params['stage2_block1']['conv2']) == {'kernel': (3, 3, 8, 8)}
 
 
+def _output_sizes(module, x):
+  """(abstract variables, {submodule: spatial size of its output})."""
+  variables = jax.eval_shape(
+      lambda x: module.init(jax.random.PRNGKey(0), x, train=False), x)
+  _, state = jax.eval_shape(
+      lambda v, x: module.apply(v, x, train=False,
+                                capture_intermediates=True,
+                                mutable=['intermediates']), variables, x)
+  return variables, {name: value['__call__'][0].shape[1]
+                     for name, value in state['intermediates'].items()
+                     if name != '__call__'}
+
+
 def _block_output_sizes(model, image_size):
   """Spatial size of every residual block's output, by block name."""
-  images = jnp.zeros((1, image_size, image_size, 3))
-  variables = jax.eval_shape(
-      lambda x: model.init(jax.random.PRNGKey(0), x, train=False), images)
-  _, state = jax.eval_shape(
-      lambda v, x: model.apply(v, x, train=False,
-                               capture_intermediates=True,
-                               mutable=['intermediates']), variables, images)
-  return {name: value['__call__'][0].shape[1]
-          for name, value in state['intermediates'].items()
+  _, sizes = _output_sizes(model, jnp.zeros((1, image_size, image_size, 3)))
+  return {name: size for name, size in sizes.items()
           if name.startswith('stage')}
 
 
@@ -265,16 +271,10 @@ def test_strided_conv_1x1_moves_the_stride_to_the_first_conv():
     block = resnet.ResidualBlock(filters=4, strides=2, bottleneck=True,
                                  preactivation=False,
                                  strided_conv=strided_conv)
-    x = jnp.zeros((1, 8, 8, 8))
-    variables = jax.eval_shape(
-        lambda x: block.init(jax.random.PRNGKey(0), x, train=False), x)
-    _, state = jax.eval_shape(
-        lambda v, x: block.apply(v, x, train=False,
-                                 capture_intermediates=True,
-                                 mutable=['intermediates']), variables, x)
-    sizes = {name: state['intermediates'][name]['__call__'][0].shape[1]
-             for name in ('conv1', 'conv2', 'conv3', 'shortcut_conv')}
-    return _shapes(variables), sizes
+    variables, sizes = _output_sizes(block, jnp.zeros((1, 8, 8, 8)))
+    return _shapes(variables), {
+        name: sizes[name]
+        for name in ('conv1', 'conv2', 'conv3', 'shortcut_conv')}
 
   shapes_3x3, sizes_3x3 = conv_sizes('3x3')
   shapes_1x1, sizes_1x1 = conv_sizes('1x1')

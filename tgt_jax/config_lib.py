@@ -611,12 +611,9 @@ def use_fake_data(config: ml_collections.ConfigDict) -> None:
   config.dataset.name = 'fake'
   config.dataset.cache = ''
   config.dataset.shuffle_buffer = 1024
-  config.dataset.fake_num_classes = 100
-  config.dataset.fake_max_count = 16
-  config.dataset.fake_imbalance_factor = 8.0
-  config.dataset.fake_test_per_class = 2
-  config.dataset.fake_source_size = 256
-  config.dataset.fake_seed = 0
+  config.dataset.update(dict(
+      fake_num_classes=100, fake_max_count=16, fake_imbalance_factor=8.0,
+      fake_test_per_class=2, fake_source_size=256, fake_seed=0))
   config.teacher_generator.pretrained_checkpoint = ''
   if config.teacher_labeler.init_checkpoint is None:
     config.teacher_labeler.init_checkpoint = ''
@@ -626,12 +623,10 @@ def smoke(config: ml_collections.ConfigDict) -> None:
   """A paper config on fake data with tiny models and a few steps: every
   code path (both teachers trained here, every method) in a CPU minute."""
   use_fake_data(config)
-  config.dataset.image_size = 16
-  config.dataset.shuffle_buffer = 64
-  config.dataset.fake_num_classes = 6
-  config.dataset.fake_max_count = 8  # Train counts 8, 6, 5, 3, 3, 2.
-  config.dataset.fake_imbalance_factor = 4.0
-  config.dataset.fake_source_size = 20
+  # Train counts 8, 6, 5, 3, 3, 2 of 20x25 images.
+  config.dataset.update(dict(
+      image_size=16, shuffle_buffer=64, fake_num_classes=6, fake_max_count=8,
+      fake_imbalance_factor=4.0, fake_source_size=20))
   config.shot_groups.many_threshold = None  # Derived from the fake counts.
   config.shot_groups.few_threshold = None
   shrink(config, 'tiny')

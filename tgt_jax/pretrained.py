@@ -162,17 +162,7 @@ def save_teacher_generator(directory: str, variables: Mapping[str, Any],
   if problems:
     raise ValueError('Refusing to save variables that do not fit the '
                      'architecture:\n  ' + '\n  '.join(problems))
-  os.makedirs(directory, exist_ok=True)
-  variables_path = os.path.join(os.path.abspath(directory), VARIABLES_DIR)
-  if os.path.exists(variables_path):
-    raise FileExistsError(f'{variables_path} exists already; choose a new '
-                          '--output directory or delete it.')
-  host_variables = jax.tree.map(np.asarray, dict(variables))
-  checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(variables_path, host_variables)
-  checkpointer.wait_until_finished()
-  checkpointer.close()
-  info = {
+  _write(directory, variables, {
       'format': CHECKPOINT_FORMAT,
       'parts': sorted(variables),
       'teacher_generator': architecture_from_config(gen_config),
@@ -181,26 +171,49 @@ def save_teacher_generator(directory: str, variables: Mapping[str, Any],
                  for collection, tree in part_variables.items()}
           for part, part_variables in variables.items()},
       'conversion': dict(conversion_info),
-  }
+  })
+
+
+def _write(directory: str, variables: Mapping[str, Any],
+           record: Mapping[str, Any]) -> None:
+  """DIR/variables (orbax, host arrays), then DIR/architecture.json; never
+  over an existing checkpoint."""
+  os.makedirs(directory, exist_ok=True)
+  variables_path = os.path.join(os.path.abspath(directory), VARIABLES_DIR)
+  if os.path.exists(variables_path):
+    raise FileExistsError(f'{variables_path} exists already; choose a new '
+                          '--output directory or delete it.')
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(variables_path, jax.tree.map(np.asarray, dict(variables)))
+  checkpointer.wait_until_finished()
+  checkpointer.close()
   with open(os.path.join(directory, ARCHITECTURE_FILE), 'w') as f:
-    json.dump(info, f, indent=2, sort_keys=True)
+    json.dump(record, f, indent=2, sort_keys=True)
     f.write('\n')
+
+
+def _read(directory: str, checkpoint_format: str,
+          how_to_make: str) -> dict[str, Any]:
+  """DIR/architecture.json of a `checkpoint_format` checkpoint, or an error
+  saying how to make one."""
+  path = os.path.join(directory, ARCHITECTURE_FILE)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{path} not found: {how_to_make}')
+  with open(path) as f:
+    info = json.load(f)
+  if info.get('format') != checkpoint_format:
+    raise ValueError(f'{path} has format {info.get("format")!r}; this code '
+                     f'reads {checkpoint_format!r}. Re-run the converter.')
+  return info
 
 
 def read_architecture(directory: str) -> dict[str, Any]:
   """DIR/architecture.json, or a FileNotFoundError naming the converter."""
-  path = os.path.join(directory, ARCHITECTURE_FILE)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(
-        f'{path} not found: teacher_generator.pretrained_checkpoint must be a '
-        'directory written by `python -m tgt_jax.convert_bigbigan '
-        '--module_dir=MODULE --output=DIR` (see docs/paper_scale.md).')
-  with open(path) as f:
-    info = json.load(f)
-  if info.get('format') != CHECKPOINT_FORMAT:
-    raise ValueError(f'{path} has format {info.get("format")!r}; this code '
-                     f'reads {CHECKPOINT_FORMAT!r}. Re-run the converter.')
-  return info
+  return _read(
+      directory, CHECKPOINT_FORMAT,
+      'teacher_generator.pretrained_checkpoint must be a directory written '
+      'by `python -m tgt_jax.convert_bigbigan --module_dir=MODULE '
+      '--output=DIR` (see docs/paper_scale.md).')
 
 
 def load_pretrained_teacher_generator(
@@ -353,15 +366,6 @@ def save_classifier(directory: str, variables: Mapping[str, Any],
   if problems:
     raise ValueError('Refusing to save a classifier that does not fit its '
                      'architecture:\n  ' + '\n  '.join(problems))
-  os.makedirs(directory, exist_ok=True)
-  variables_path = os.path.join(os.path.abspath(directory), VARIABLES_DIR)
-  if os.path.exists(variables_path):
-    raise FileExistsError(f'{variables_path} exists already; choose a new '
-                          '--output directory or delete it.')
-  checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(variables_path, jax.tree.map(np.asarray, dict(variables)))
-  checkpointer.wait_until_finished()
-  checkpointer.close()
   record = {
       'format': CLASSIFIER_FORMAT,
       'teacher_labeler': {field: _as_json_value(architecture[field])
@@ -373,27 +377,16 @@ def save_classifier(directory: str, variables: Mapping[str, Any],
   }
   if class_names is not None:
     record['class_names'] = list(class_names)
-  with open(os.path.join(directory, ARCHITECTURE_FILE), 'w') as f:
-    json.dump(record, f, indent=2, sort_keys=True)
-    f.write('\n')
+  _write(directory, variables, record)
 
 
 def read_classifier_architecture(directory: str) -> dict[str, Any]:
   """DIR/architecture.json of a classifier checkpoint."""
-  path = os.path.join(directory, ARCHITECTURE_FILE)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(
-        f'{path} not found: teacher_labeler.init_checkpoint must be a '
-        'directory written by a classifier converter, e.g. `python -m '
-        'tgt_jax.convert_keras_resnet --model=resnet50 --output=DIR` (see '
-        'docs/paper_scale.md, section 3).')
-  with open(path) as f:
-    info = json.load(f)
-  if info.get('format') != CLASSIFIER_FORMAT:
-    raise ValueError(f'{path} has format {info.get("format")!r}; this code '
-                     f'reads {CLASSIFIER_FORMAT!r} (a converted classifier). '
-                     'Re-run the converter.')
-  return info
+  return _read(
+      directory, CLASSIFIER_FORMAT,
+      'teacher_labeler.init_checkpoint must be a directory written by a '
+      'classifier converter, e.g. `python -m tgt_jax.convert_keras_resnet '
+      '--model=resnet50 --output=DIR` (see docs/paper_scale.md, section 3).')
 
 
 def load_classifier(directory: str,
