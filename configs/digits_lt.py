@@ -13,8 +13,10 @@ and `tgt_random`.
 
 Data. scikit-learn's 1,797 real 8x8 digits ship inside the package
 (`tgt_jax/data/assets`). A fixed stratified split puts 40 images a class in a
-balanced test split (400 images); the remaining ~140 a class form the full
-train split, on which the two teachers train. The student's train set is a
+balanced test split (400 images) and 8 a class in a balanced validation
+split (80 images: what checkpoints and settings are chosen on); the
+remaining 126..135 a class form the full train split, on which the two
+teachers train. The student's train set is a
 long-tailed subset of it: class c keeps round(130 * 50 ** (-c / 9)) images,
 i.e. 130, 84, 54, 35, 23, 15, 10, 6, 4, 3 (364 images, imbalance factor 50).
 
@@ -47,8 +49,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # no flips: a mirrored digit is another symbol).
   config.dataset.max_shift = 1
   config.dataset.flip = False
+  # 8 a class (80 images): the most that leaves class 0, the head, 130.
+  config.dataset.val_per_class = 8
   config.long_tail.imbalance_factor = 50.0
-  config.long_tail.max_count = 130  # <= the smallest class (140).
+  config.long_tail.max_count = 130  # Class 0 keeps 138 - 8 train images.
   config.shot_groups.many_threshold = 50  # Scaled, see the docstring.
   config.shot_groups.few_threshold = 10
 

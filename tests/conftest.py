@@ -21,6 +21,12 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 import dataclasses  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
 import jax  # pylint: disable=g-import-not-at-top
+
+# Tiny models: XLA's compile time dominates the suite, and the tests check
+# values, not speed. The one full-size step compiles with the optimisations
+# back on (test_streams.py).
+jax.config.update('jax_disable_most_optimizations', True)
+
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import ml_collections  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top

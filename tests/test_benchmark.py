@@ -46,6 +46,7 @@ def test_benchmark_json_shape():
   assert methods['tgt_random']['flops'] < methods['tgt_gradient@2']['flops']
 
 
+@pytest.mark.integration
 def test_input_only_benchmark_of_a_paper_config_with_fake_data():
   """The paper pipeline's input rate (tf.data stream) alone, no steps."""
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}

@@ -158,7 +158,13 @@ def test_steps_for_epochs():
 def test_load_digits_demo():
   data = loading.load_dataset(config_lib.resolve(conftest.tiny_config()))
   assert data.in_memory and data.image_shape == (8, 8, 1)
-  assert data.num_examples('teacher') == 1797 - 400
+  # 40 test and 8 validation images a class are held out of train.
+  assert data.num_examples('teacher') == 1797 - 400 - 80
+  val = list(data.eval_batches('val', 80))
+  assert np.bincount(val[0]['label']).tolist() == [8] * 10
+  test_images = {bytes(x) for x in data.test_images}
+  assert not test_images & {bytes(x) for x in val[0]['image']} - {
+      bytes(x) for x in data.train_images}  # Val is not the test split.
   assert data.student_class_counts.tolist() == [130, 84, 54, 35, 23, 15, 10,
                                                 6, 4, 3]
   assert {k: v.tolist() for k, v in data.shot_groups.items()} == {

@@ -171,6 +171,7 @@ def test_joint_step_moves_g_by_the_teacher_loss_alone(tiny):
   del logits
 
 
+@pytest.mark.integration
 def test_teacher_loss_falls_when_g_trains(tiny):
   _, term, step, state = _setup(tiny, 'kd', 'compressed',
                                 teacher_learning_rate=1e-2)
@@ -206,7 +207,7 @@ def test_pretraining_lowers_the_teacher_loss_then_g_stays_frozen(tiny):
 
 @pytest.mark.parametrize('method, mode', [
     ('kd', 'raw'), ('kd', 'compressed'), ('kd', 'random_projection'),
-    ('tgt_gradient', 'compressed'),
+    pytest.param('tgt_gradient', 'compressed', marks=pytest.mark.integration),
     pytest.param('tgt_gradient', 'raw', marks=pytest.mark.integration),
     pytest.param('tgt_gradient', 'random_projection',
                  marks=pytest.mark.integration)])
@@ -241,6 +242,7 @@ def test_one_step_of_every_mode(method, mode, tiny):
                                       before['transformation'])
 
 
+@pytest.mark.integration
 def test_cosine_gram_runs_one_step(tiny):
   _, term, step, state = _setup(tiny, 'kd', 'compressed',
                                 distance='cosine_gram')

@@ -106,7 +106,9 @@ def test_unknown_method_fails_before_training(tmp_path):
   assert not workdir.exists()
 
 
-@pytest.mark.parametrize('stage', ['teacher_labeler', 'teacher_generator'])
+@pytest.mark.parametrize('stage', [
+    'teacher_labeler',
+    pytest.param('teacher_generator', marks=pytest.mark.integration)])
 def test_missing_teacher_checkpoint_names_the_field(tmp_path, stage):
   config = conftest.tiny_config()
   config.methods = ('tgt_random',)

@@ -13,7 +13,8 @@ import conftest
 
 LAYERS = [
     # 0: building blocks.
-    ['files', 'image_ops', 'losses', 'exploration', 'sharding', 'visualize',
+    ['files', 'provenance', 'image_ops', 'losses', 'exploration', 'sharding',
+     'visualize',
      'models.resnet', 'models.bigbigan', 'data.digits', 'data.long_tail',
      'data.image_folder', 'data.export_dragon_split',
      'data.assets.make_digits_npz'],
@@ -22,13 +23,15 @@ LAYERS = [
      'data.dataset', 'data.tfds_pipelines', 'data.loading', 'run_guard',
      'training_loop'],
     # 2: what a step and a stage are made of.
-    ['teachers', 'methods', 'embedding_distill', 'evaluation',
+    ['teachers', 'methods', 'embedding_distill', 'evaluation', 'monitoring',
      'generator_training', 'pretrained'],
     # 3: the one train step.
     ['train_steps'],
     # 4: stages and programs.
     ['train', 'benchmark', 'convert_bigbigan', 'convert_keras_resnet'],
-    # 5: experiments.
+    # 5: programs over a workdir.
+    ['evaluate', 'sample', 'export', 'predict'],
+    # 6: experiments.
     ['experiments.seed_stats', 'experiments.grid', 'experiments.multi_seed',
      'experiments.long_tail_table', 'experiments.sample_size',
      'experiments.exploration_sweep', 'experiments.embedding_ablation',

@@ -155,9 +155,11 @@ def _perturbed(tree, seed):
 @pytest.mark.parametrize('case, kwargs, image_size', [
     ('resnet18_v1_small_stem',
      dict(depth=18, num_classes=3, small_image_stem=True), 16),
-    ('resnet50_v1', dict(depth=50, num_classes=3), 32),
-    ('resnet50_v2_embedding',
-     dict(depth=50, num_classes=None, preactivation=True), 32)])
+    pytest.param('resnet50_v1', dict(depth=50, num_classes=3), 32,
+                 marks=pytest.mark.integration),
+    pytest.param('resnet50_v2_embedding',
+                 dict(depth=50, num_classes=None, preactivation=True), 32,
+                 marks=pytest.mark.integration)])
 def test_resnet_defaults_compute_what_they_did_before_the_options(
     case, kwargs, image_size):
   model = resnet.create_resnet(width_multiplier=0.0625, **kwargs)
@@ -424,6 +426,7 @@ def test_spectral_u_updates_only_in_train_mode_when_mutable():
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_tiny_generator_output_shape_and_range():
   generator, variables, z = _init_tiny_generator()
   assert generator.resolution == 16

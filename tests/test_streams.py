@@ -297,6 +297,7 @@ def test_missing_data_errors_name_the_manual_steps(tmp_path):
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_smoke_config_takes_a_tgt_gradient_step(fake_data):
   """The models a smoke config builds take one step on its stream."""
   config = config_lib.resolve(load_config('places_lt', 'smoke'))

@@ -171,6 +171,7 @@ def test_a_latent_cache_trains_as_encoding_every_step(tiny):
   assert flops(cached) < flops(tiny.teachers)
 
 
+@pytest.mark.integration
 def test_bfloat16_compute_keeps_float32_parameters_and_statistics(tiny):
   config = conftest.tiny_config()
   config.dtype = 'bfloat16'

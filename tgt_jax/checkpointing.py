@@ -6,23 +6,32 @@ checkpoint that fails to restore is reported and the next older one is tried.
 """
 
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
 
-def create_manager(directory: str, max_to_keep: int = 2
-                   ) -> ocp.CheckpointManager:
+def create_manager(directory: str, max_to_keep: int = 2,
+                   best_fn: Optional[Callable[[Any], float]] = None,
+                   read_only: bool = False) -> ocp.CheckpointManager:
+  """A manager of `directory`'s checkpoints.
+
+  `best_fn(metrics)`: keep the `max_to_keep` checkpoints with the highest
+  value instead of the newest. `read_only`: never create, write or delete
+  (e.g. to evaluate while another process trains there).
+  """
   return ocp.CheckpointManager(
       os.path.abspath(directory),
-      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                           create=True))
+      options=ocp.CheckpointManagerOptions(
+          max_to_keep=max_to_keep, create=not read_only, best_fn=best_fn,
+          best_mode='max', read_only=read_only))
 
 
-def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
-  manager.save(step, args=ocp.args.StandardSave(state))
+def save(manager: ocp.CheckpointManager, step: int, state: Any,
+         metrics: Optional[dict[str, float]] = None) -> None:
+  manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics)
 
 
 def restore_latest(manager: ocp.CheckpointManager,

@@ -128,13 +128,19 @@ def base_config() -> ml_collections.ConfigDict:
   config.dataset.channels = 1
   config.dataset.test_per_class = 40  # digits: balanced test split.
   config.dataset.split_seed = 0  # digits: the test split never moves.
+  # In memory: a balanced validation split carved from the train split
+  # before anything trains on it (the test split is untouched); None: 10%
+  # of the smallest class, at least 1 [ours]. Streams use the benchmark's
+  # own val lists.
+  config.dataset.val_per_class = config_dict.placeholder(int)
   config.dataset.on_decode_error = 'error'  # image_folder: 'error' | 'skip'.
   # In-memory augmentation of training images [ours]: a random crop within
   # max_shift pixels of zero padding (None: image_size // 8) and, if flip,
   # random horizontal flips. Streams use random-resized crops and flips.
   config.dataset.max_shift = config_dict.placeholder(int)
   config.dataset.flip = False
-  config.dataset.eval_split = 'test'  # 'test' | 'val' (streams).
+  # The split results.json reports: 'test' | 'val'.
+  config.dataset.eval_split = 'test'
   config.dataset.cache = ''  # Streams: '' | 'memory' | a file prefix.
   config.dataset.shuffle_buffer = 16_384  # Streams: images per process.
   config.dataset.min_crop_area = 0.08  # Streams [ext: Inception crops].
@@ -248,6 +254,13 @@ def base_config() -> ml_collections.ConfigDict:
 
   config.log_every_steps = 100
   config.checkpoint_every_steps = 500
+  # Validation (the val split) during every stage, every this many steps
+  # and at the end; 0: only at the end.
+  config.eval_every_steps = 200
+  # Which checkpoint of each classifier results.json reports and the frozen
+  # teachers use: 'best' (by validation overall accuracy, kept beside the
+  # last) or 'last' [ours: choose on validation, report on test].
+  config.report_checkpoint = 'best'
   config.eval_batch_size = 256
   config.num_grid_samples = 10  # Columns of samples.png.
   return config
@@ -311,6 +324,7 @@ def shrink(config: ml_collections.ConfigDict, size: str) -> None:
     config.teacher_generator.num_epochs = 3
     config.log_every_steps = 20
     config.checkpoint_every_steps = 50
+    config.eval_every_steps = 100
     return
   if size != 'tiny':
     raise ValueError(f"shrink size must be 'quick' or 'tiny', got {size!r}.")
@@ -342,6 +356,7 @@ def shrink(config: ml_collections.ConfigDict, size: str) -> None:
   gen.batch_size = 8
   config.log_every_steps = 1
   config.checkpoint_every_steps = 1000
+  config.eval_every_steps = 0
   config.eval_batch_size = 8
   config.num_grid_samples = 3
 
@@ -575,6 +590,7 @@ def paper_scale(config: ml_collections.ConfigDict, dataset_name: str) -> None:
   config.embedding_distill.teacher_learning_rate = 1e-4
   config.log_every_steps = 100
   config.checkpoint_every_steps = 1000
+  config.eval_every_steps = 2000  # [ours] About 8 evaluations an epoch.
   config.eval_batch_size = 512
 
 

@@ -74,11 +74,16 @@ def write_results(results: Mapping[str, Any], workdir: str) -> None:
                      results_table(results))
 
 
+def is_report(value: Any) -> bool:
+  """Whether a results.json entry is a model's accuracy report."""
+  return isinstance(value, Mapping) and 'overall' in value
+
+
 def results_table(results: Mapping[str, Any]) -> str:
   lines = ['| model | overall | many | medium | few |',
            '| --- | --- | --- | --- | --- |']
   for name, report in results.items():
-    if isinstance(report, Mapping) and 'overall' in report:
+    if is_report(report):
       cells = ' | '.join(
           '-' if report[k] is None or math.isnan(report[k]) else
           f'{100 * report[k]:.1f}' for k in ('overall', *GROUPS))

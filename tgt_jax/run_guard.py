@@ -27,10 +27,18 @@ import ml_collections
 from tgt_jax import files
 
 FINGERPRINT_FILE = 'config.json'
-# Fields that do not change what a run computes. `methods` only selects which
-# students to train; each student has its own stage fingerprint.
+# Fields that do not change what a run computes: how it is observed
+# (`methods` only selects which students to train, and each student has its
+# own stage fingerprint), where its inputs live (data may move, a teacher
+# checkpoint may be copied elsewhere), and which split it is evaluated on.
 IGNORED_FIELDS = ('methods', 'log_every_steps', 'checkpoint_every_steps',
-                  'eval_batch_size', 'num_grid_samples')
+                  'eval_every_steps', 'eval_batch_size', 'num_grid_samples',
+                  'dataset.root', 'dataset.data_dir', 'dataset.split_dir',
+                  'dataset.cache_dir', 'dataset.cache', 'dataset.eval_split',
+                  'teacher_labeler.checkpoint',
+                  'teacher_labeler.init_checkpoint',
+                  'teacher_generator.checkpoint',
+                  'teacher_generator.pretrained_checkpoint')
 # What a teacher stage's training depends on, besides its own section.
 _TEACHER_CONTEXT = ('dataset', 'seed')
 
@@ -51,24 +59,26 @@ def _flat(tree: Any, prefix: str = '') -> dict[str, Any]:
   return {prefix[:-1]: tree}
 
 
+def _ignored(field: str) -> bool:
+  return field in IGNORED_FIELDS or field.split('.')[0] in IGNORED_FIELDS
+
+
+def fingerprint_of(config_json: dict[str, Any]) -> dict[str, Any]:
+  """The fields of a config (as JSON) that a run's results depend on."""
+  return {k: v for k, v in _flat(config_json).items() if not _ignored(k)}
+
+
 def run_fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The fields of the whole run that its results depend on."""
-  fields = _flat(json.loads(config.to_json()))
-  return {k: v for k, v in fields.items()
-          if k.split('.')[0] not in IGNORED_FIELDS}
+  return fingerprint_of(json.loads(config.to_json()))
 
 
 def teacher_fingerprint(config: ml_collections.ConfigDict,
                         stage: str) -> dict[str, Any]:
-  """The fields a teacher stage's training depends on.
-
-  Its own section but not the path it was restored from, the dataset and
-  the seed.
-  """
-  fields = run_fingerprint(config)
-  return {k: v for k, v in fields.items()
-          if k.split('.')[0] in (stage, *_TEACHER_CONTEXT) and
-          k not in (f'{stage}.checkpoint', f'{stage}.pretrained_checkpoint')}
+  """The fields a teacher stage's training depends on: its own section, the
+  dataset and the seed (not where anything lives)."""
+  return {k: v for k, v in run_fingerprint(config).items()
+          if k.split('.')[0] in (stage, *_TEACHER_CONTEXT)}
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any],
@@ -90,7 +100,7 @@ def _read(directory: str) -> dict[str, Any] | None:
 def _write(directory: str, fingerprint: dict[str, Any]) -> None:
   os.makedirs(directory, exist_ok=True)
   files.atomic_write(os.path.join(directory, FINGERPRINT_FILE),
-                          json.dumps(fingerprint, indent=1, sort_keys=True))
+                     json.dumps(fingerprint, indent=1, sort_keys=True))
 
 
 def _move_aside(path: str) -> str:
@@ -113,8 +123,11 @@ def _mismatch_message(what: str, directory: str, diffs: list[str],
 
 def claim_workdir(workdir: str, config: ml_collections.ConfigDict,
                   overwrite: bool, write: bool = True) -> None:
-  """Checks (or records) the run's config in WORKDIR/config.json.
+  """Checks the run's config against WORKDIR/config.json, then records it.
 
+  WORKDIR/config.json holds the whole resolved config of the latest run
+  (`read_run_config` rebuilds it, e.g. to evaluate); only its fingerprint
+  is compared, so a run whose data or teachers moved is the same run.
   Raises ConfigMismatchError on a different config unless `overwrite`; then
   the old results files and config are moved aside. `write`: as in
   `claim_stage`.
@@ -122,7 +135,7 @@ def claim_workdir(workdir: str, config: ml_collections.ConfigDict,
   fingerprint = run_fingerprint(config)
   old = _read(workdir)
   if old is not None:
-    diffs = _differences(old, fingerprint)
+    diffs = _differences(fingerprint_of(old), fingerprint)
     if diffs and not overwrite:
       raise ConfigMismatchError(_mismatch_message(
           'Workdir', workdir, diffs,
@@ -134,7 +147,17 @@ def claim_workdir(workdir: str, config: ml_collections.ConfigDict,
         if os.path.exists(os.path.join(workdir, name)):
           _move_aside(os.path.join(workdir, name))
   if write:
-    _write(workdir, fingerprint)
+    _write(workdir, json.loads(config.to_json()))
+
+
+def read_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The resolved config a run in `workdir` trained with (config.json)."""
+  recorded = _read(workdir)
+  if recorded is None:
+    raise FileNotFoundError(
+        f'{os.path.join(workdir, FINGERPRINT_FILE)} not found: --workdir must '
+        'be a directory written by `python main.py`.')
+  return ml_collections.ConfigDict(recorded)
 
 
 def claim_stage(directory: str, fingerprint: dict[str, Any], overwrite: bool,

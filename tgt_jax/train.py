@@ -38,7 +38,9 @@ from tgt_jax import evaluation
 from tgt_jax import generator_training
 from tgt_jax import image_ops
 from tgt_jax import methods
+from tgt_jax import monitoring
 from tgt_jax import pretrained
+from tgt_jax import provenance
 from tgt_jax import run_guard
 from tgt_jax import sharding
 from tgt_jax import teachers as teachers_lib
@@ -72,11 +74,15 @@ def data_seed(seed: int, role: str) -> int:
 
 
 class _QuietOrbax(std_logging.Filter):
-  """Orbax logs every save at INFO; keep its warnings and errors only."""
+  """Orbax logs every save at INFO, and read-only restores at WARNING: keep
+  its other warnings and its errors."""
 
   def filter(self, record):
-    return record.levelno >= std_logging.WARNING or (
-        '/orbax/' not in record.pathname)
+    if '/orbax/' not in record.pathname:
+      return True
+    return record.levelno >= std_logging.WARNING and (
+        'read only' not in record.getMessage() and
+        'read_only' not in record.getMessage())
 
 
 def quiet_orbax_logs() -> None:
@@ -159,13 +165,21 @@ def validate(config: ml_collections.ConfigDict, mesh) -> None:
 
 @dataclasses.dataclass
 class Run:
-  """Where a run writes and what it has found so far."""
+  """Where a run writes, what it has found so far and how far it is.
+
+  `read_only`: restore every stage's checkpoints and never train or write
+  into the workdir (e.g. `python -m tgt_jax.evaluate` while another process
+  trains there).
+  """
   config: ml_collections.ConfigDict
   workdir: str
   mesh: Any
   writer: metric_writers.MetricWriter
   overwrite: bool = False
+  read_only: bool = False
   results: dict[str, Any] = dataclasses.field(default_factory=dict)
+  progress: training_loop.RunProgress = dataclasses.field(
+      default_factory=lambda: training_loop.RunProgress({}))
 
   @property
   def dtype(self):
@@ -174,7 +188,7 @@ class Run:
   def record(self, name: str, value: Any) -> None:
     """Adds a result and rewrites results.json / results.md (process 0)."""
     self.results[name] = value
-    if jax.process_index() == 0:
+    if jax.process_index() == 0 and not self.read_only:
       evaluation.write_results(self.results, self.workdir)
 
 
@@ -195,9 +209,11 @@ class Stage:
 
 @dataclasses.dataclass(frozen=True)
 class Trained:
-  """A trained classifier (student or labeler): its model and its state."""
+  """A trained classifier (student or labeler): its model and its state,
+  and which checkpoint that is ({'checkpoint': 'best'|'last', 'step'})."""
   classifier: classifier_lib.Classifier
   state: train_steps.TrainState
+  chosen: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   @property
   def variables(self) -> dict[str, Any]:
@@ -216,8 +232,22 @@ def num_steps_and_epoch(dataset: dataset_lib.Dataset, subset: str,
 
 
 def fit(run: Run, stage: Stage, state, step_fn: Callable,
-        batch_fn: Callable[[int], Any]):
-  """Claims the stage directory, then trains (or resumes) to the end."""
+        batch_fn: Callable[[int], Any],
+        validate: Callable[[Any], dict] | None = None
+        ) -> tuple[Any, dict[str, Any]]:
+  """Trains (or resumes, or in a read-only run restores) a stage.
+
+  `validate(state) -> {'overall', ...}` on the validation split, every
+  `eval_every_steps` and at the end; the best state by it is kept beside the
+  last. Returns the state `config.report_checkpoint` names and which one it
+  is: {'checkpoint': 'best' | 'last', 'step': n}.
+  """
+  if run.read_only:
+    last, step = training_loop.restore(stage.directory, state, 'last')
+    if last is None:
+      raise FileNotFoundError(f'{stage.directory} holds no checkpoint of '
+                              f'{stage.name}.')
+    return _choose(run, stage, last, step)
   if stage.reused and not training_loop.is_stage_complete(stage.directory,
                                                           stage.num_steps):
     # Training on would change someone else's teacher.
@@ -228,13 +258,25 @@ def fit(run: Run, stage: Stage, state, step_fn: Callable,
         'config, or leave it empty to train the stage here.')
   run_guard.claim_stage(stage.directory, stage.fingerprint, run.overwrite,
                         stage.reused, write=jax.process_index() == 0)
-  return training_loop.run(
+  last = training_loop.run(
       name=stage.name, directory=stage.directory, state=state,
       step_fn=step_fn,
       batch_for_step=lambda i: sharding.put_batch(batch_fn(i), run.mesh),
       num_steps=stage.num_steps, writer=run.writer,
       log_every=run.config.log_every_steps,
-      checkpoint_every=run.config.checkpoint_every_steps)
+      checkpoint_every=run.config.checkpoint_every_steps,
+      evaluate=validate if not stage.reused else None,
+      eval_every=run.config.eval_every_steps, progress=run.progress)
+  return _choose(run, stage, last, stage.num_steps)
+
+
+def _choose(run: Run, stage: Stage, last, last_step: int):
+  """The state config.report_checkpoint names, and which one it is."""
+  if run.config.report_checkpoint == 'best':
+    best, step = training_loop.restore(stage.directory, last, 'best')
+    if best is not None:
+      return best, {'checkpoint': 'best', 'step': step}
+  return last, {'checkpoint': 'last', 'step': last_step}
 
 
 def _teacher_stage(run: Run, dataset, name: str, num_steps: int) -> Stage:
@@ -245,6 +287,22 @@ def _teacher_stage(run: Run, dataset, name: str, num_steps: int) -> Stage:
                num_steps=num_steps, reused=bool(checkpoint))
 
 
+def _validator(run: Run, dataset: dataset_lib.Dataset,
+               classifier: classifier_lib.Classifier):
+  """state -> accuracy report on the validation split (None without one)."""
+  if not dataset.has_split('val'):
+    return None
+  logits_fn = _logits_fn(classifier)
+
+  def validate(state):
+    variables = {'params': state.params, 'batch_stats': state.batch_stats}
+    logits, labels = evaluation.predict(
+        lambda images: logits_fn(variables, images),
+        dataset.eval_batches('val', run.config.eval_batch_size), run.mesh)
+    return evaluation.accuracy_report(labels, logits, dataset.shot_groups)
+  return validate
+
+
 def train_labeler(run: Run, dataset: dataset_lib.Dataset) -> Trained:
   """Stage 1: the teacher labeler, on the full train split, with onehot."""
   cfg = run.config.teacher_labeler
@@ -253,7 +311,7 @@ def train_labeler(run: Run, dataset: dataset_lib.Dataset) -> Trained:
   tx = train_steps.create_optimizer(cfg, steps_per_epoch, num_steps)
   rng = init_key(run.config.seed, 'teacher_labeler')
   variables = classifier.init(rng, dataset.image_shape[-1])
-  if cfg.init_checkpoint:
+  if cfg.init_checkpoint and not run.read_only:
     variables = pretrained.initial_classifier_variables(
         cfg.init_checkpoint, cfg, variables)
   state = sharding.put_replicated(
@@ -261,57 +319,78 @@ def train_labeler(run: Run, dataset: dataset_lib.Dataset) -> Trained:
   step = train_steps.jit_train_step('onehot', classifier, tx, run.config,
                                     run.mesh)
   step_rng = jax.random.fold_in(rng, 1)
-  state = fit(
+  state, chosen = fit(
       run, _teacher_stage(run, dataset, 'teacher_labeler', num_steps), state,
       lambda s, b: step(s, None, b, step_rng),
       dataset.train_batches('teacher', cfg.batch_size,
-                            data_seed(run.config.seed, 'teacher_labeler')))
-  return Trained(classifier, state)
+                            data_seed(run.config.seed, 'teacher_labeler')),
+      _validator(run, dataset, classifier))
+  return Trained(classifier, state, chosen)
 
 
-def train_generator(run: Run, dataset: dataset_lib.Dataset
-                    ) -> teachers_lib.Teachers:
-  """Stage 2: BigBiGAN's frozen E and G, as teachers without a labeler.
+def train_generator(run: Run, dataset: dataset_lib.Dataset,
+                    labeler: Trained) -> teachers_lib.Teachers:
+  """Stage 2: BigBiGAN's frozen E and G, with the labeler, as teachers.
 
   Converted from TF-Hub when `teacher_generator.pretrained_checkpoint` is
-  set (the paper's teacher), else trained here on images alone (the demo's).
+  set (the paper's teacher), else trained here on images alone (the demo's),
+  validated by the labeler's accuracy on G(E(x)) of validation images.
   """
   cfg = run.config.teacher_generator
+  frozen = teachers_lib.Teachers(labeler_network=labeler.classifier,
+                                 labeler=labeler.variables,
+                                 encoder_image_size=cfg.encoder_image_size)
   if cfg.pretrained_checkpoint:
     modules, variables = pretrained.load_pretrained_teacher_generator(
         cfg.pretrained_checkpoint, cfg, dtype=run.dtype)
   else:
-    modules = generator_training.create_modules(cfg)
-    rng = init_key(run.config.seed, 'teacher_generator')
-    state = sharding.put_replicated(
-        generator_training.create_state(modules, cfg, rng), run.mesh)
-    replicated = sharding.replicated(run.mesh)
-    step = jax.jit(generator_training.make_train_step(modules, cfg),
-                   out_shardings=(replicated, replicated), donate_argnums=0)
-    step_rng = jax.random.fold_in(rng, 1)
-    num_steps, _ = num_steps_and_epoch(dataset, 'teacher', cfg)
-    # Unaugmented, and the labels stay on the host: G learns the images.
-    batches = dataset.train_batches(
-        'teacher', cfg.batch_size,
-        data_seed(run.config.seed, 'teacher_generator'), augment=False)
-    state = fit(run, _teacher_stage(run, dataset, 'teacher_generator',
-                                    num_steps),
-                state, lambda s, b: step(s, b, step_rng),
-                lambda i: {'image': batches(i)['image']})
-    variables = generator_training.frozen_teacher_variables(state)
     # Trained in float32 [ours: GAN training is the least robust step]; the
     # frozen teacher then computes in the run's dtype.
     modules = {'encoder': build.encoder(cfg, run.dtype),
                'generator': build.generator(cfg, spectral_norm=False,
                                             dtype=run.dtype)}
-  return teachers_lib.Teachers(
+    frozen = frozen.replace(encoder_network=modules['encoder'],
+                            generator_network=modules['generator'])
+    variables, chosen = _train_generator(run, dataset, frozen)
+    run.record('teacher_generator', chosen)
+  return frozen.replace(
       encoder_network=modules['encoder'],
-      encoder_image_size=cfg.encoder_image_size,
       encoder=sharding.put_replicated(variables['encoder'], run.mesh),
       generator_network=modules['generator'],
       generator=sharding.put_replicated(variables['generator'], run.mesh))
 
 
+def _train_generator(run: Run, dataset: dataset_lib.Dataset,
+                     frozen: teachers_lib.Teachers):
+  """The demo's BigBiGAN training: (frozen E and G variables, chosen)."""
+  cfg = run.config.teacher_generator
+  modules = generator_training.create_modules(cfg)
+  rng = init_key(run.config.seed, 'teacher_generator')
+  state = sharding.put_replicated(
+      generator_training.create_state(modules, cfg, rng), run.mesh)
+  replicated = sharding.replicated(run.mesh)
+  step = jax.jit(generator_training.make_train_step(modules, cfg),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
+  step_rng = jax.random.fold_in(rng, 1)
+  num_steps, _ = num_steps_and_epoch(dataset, 'teacher', cfg)
+  # Unaugmented, and the labels stay on the host: G learns the images.
+  batches = dataset.train_batches(
+      'teacher', cfg.batch_size,
+      data_seed(run.config.seed, 'teacher_generator'), augment=False)
+
+  def validate(state):
+    variables = generator_training.frozen_teacher_variables(state)
+    teachers = frozen.replace(encoder=variables['encoder'],
+                              generator=variables['generator'])
+    return {'overall': reconstruction_agreement(run, dataset, teachers,
+                                                'val')}
+
+  state, chosen = fit(run, _teacher_stage(run, dataset, 'teacher_generator',
+                                          num_steps),
+                      state, lambda s, b: step(s, b, step_rng),
+                      lambda i: {'image': batches(i)['image']},
+                      validate if dataset.has_split('val') else None)
+  return generator_training.frozen_teacher_variables(state), chosen
 def caches_latents(config: ml_collections.ConfigDict,
                    dataset: dataset_lib.Dataset) -> bool:
   """Whether E(x) of the student images is computed once and kept.
@@ -334,7 +413,8 @@ def frozen_teachers(run: Run, dataset: dataset_lib.Dataset, labeler: Trained,
   """Stage 3: labeler, encoder and generator as one frozen object."""
   teachers = (generator or teachers_lib.Teachers()).replace(
       labeler_network=labeler.classifier, labeler=labeler.variables)
-  if generator is not None and caches_latents(run.config, dataset):
+  if (generator is not None and not run.read_only and
+      caches_latents(run.config, dataset)):
     latents, _ = evaluation.predict(
         teachers_lib.encode_fn(teachers),
         dataset.eval_batches('student', run.config.eval_batch_size), run.mesh)
@@ -365,9 +445,12 @@ def train_student(run: Run, dataset: dataset_lib.Dataset,
   term_states = {}
   for term in terms:
     term_rng = jax.random.fold_in(jax.random.fold_in(rng, 3), len(term_states))
-    term_states[term.name] = term.pretrain(
-        term.init(term_rng, teachers, dataset.image_shape), method, teachers,
-        put, config, jax.random.fold_in(term_rng, 1))
+    term_states[term.name] = term.init(term_rng, teachers,
+                                       dataset.image_shape)
+    if not run.read_only:  # A read-only run restores the trained state.
+      term_states[term.name] = term.pretrain(
+          term_states[term.name], method, teachers, put, config,
+          jax.random.fold_in(term_rng, 1))
   state = sharding.put_replicated(train_steps.create_train_state(
       classifier.init(rng, dataset.image_shape[-1]), tx, term_states),
                                   run.mesh)
@@ -378,9 +461,10 @@ def train_student(run: Run, dataset: dataset_lib.Dataset,
                 directory=os.path.join(run.workdir, 'students', key),
                 fingerprint=run_guard.run_fingerprint(config),
                 num_steps=num_steps)
-  state = fit(run, stage, state, lambda s, b: step(s, teachers, b, step_rng),
-              batches)
-  return key, Trained(classifier, state)
+  state, chosen = fit(run, stage, state,
+                      lambda s, b: step(s, teachers, b, step_rng), batches,
+                      _validator(run, dataset, classifier))
+  return key, Trained(classifier, state, chosen)
 
 
 # ---------------------------------------------------------------------------
@@ -388,21 +472,31 @@ def train_student(run: Run, dataset: dataset_lib.Dataset,
 # ---------------------------------------------------------------------------
 
 
-def evaluate(run: Run, dataset: dataset_lib.Dataset, model: Trained) -> dict:
-  """Accuracy report of a classifier on `dataset.eval_split`."""
-  logits_fn = jax.jit(lambda variables, images: model.classifier.apply(
+def _logits_fn(classifier: classifier_lib.Classifier):
+  """A jitted (variables, uint8 images) -> logits: the variables are an
+  argument, so they are not baked into the program."""
+  return jax.jit(lambda variables, images: classifier.apply(
       variables, image_ops.uint8_to_unit(images))[0])
+
+
+def evaluate(run: Run, dataset: dataset_lib.Dataset, model: Trained,
+             split: str | None = None) -> dict:
+  """Accuracy report of a classifier on `split` (default: the config's
+  eval_split), with the checkpoint it came from."""
+  logits_fn = _logits_fn(model.classifier)
   variables = model.variables
   logits, labels = evaluation.predict(
       lambda images: logits_fn(variables, images),
-      dataset.eval_batches(run.config.dataset.eval_split,
+      dataset.eval_batches(split or run.config.dataset.eval_split,
                            run.config.eval_batch_size), run.mesh)
-  return evaluation.accuracy_report(labels, logits, dataset.shot_groups)
+  return {**evaluation.accuracy_report(labels, logits, dataset.shot_groups),
+          **model.chosen}
 
 
 def reconstruction_agreement(run: Run, dataset: dataset_lib.Dataset,
-                             teachers: teachers_lib.Teachers) -> float:
-  """Labeler accuracy on G(E(x)) of eval images against the labels of x."""
+                             teachers: teachers_lib.Teachers,
+                             split: str | None = None) -> float:
+  """Labeler accuracy on G(E(x)) of `split` images against the labels of x."""
   @jax.jit
   def logits_fn(teachers, images):
     unit = image_ops.uint8_to_unit(images)
@@ -410,41 +504,143 @@ def reconstruction_agreement(run: Run, dataset: dataset_lib.Dataset,
 
   logits, labels = evaluation.predict(
       lambda images: logits_fn(teachers, images),
-      dataset.eval_batches(run.config.dataset.eval_split,
+      dataset.eval_batches(split or run.config.dataset.eval_split,
                            run.config.eval_batch_size), run.mesh)
   return float(np.mean(np.argmax(logits, -1) == labels))
 
 
-def save_samples(run: Run, dataset: dataset_lib.Dataset,
-                 teachers: teachers_lib.Teachers,
-                 students: dict[str, Trained]) -> None:
-  """samples.png: eval images, G(E(x)) and a row per trained TGT method.
+def sample_rows(config: ml_collections.ConfigDict,
+                dataset: dataset_lib.Dataset,
+                teachers: teachers_lib.Teachers,
+                students: dict[str, Trained], num: int,
+                prior_samples: int = 0) -> tuple[dict, dict]:
+  """Rows of the sample grid and the labeler's label of every image.
 
-  Each TGT row is what that method explores from the same images with the
-  student it trained (tgt_prior: prior samples); titles are the labeler's.
+  Real eval images, their reconstructions G(E(x)), and a row per TGT method
+  in `students`: what that method explores from the same images with the
+  student it trained (tgt_prior: prior samples). `prior_samples` > 0 adds
+  a row of G(z), z ~ N(0, I).
   """
-  images, _ = dataset.grid_examples(run.config.num_grid_samples)
+  images, _ = dataset.grid_examples(num)
   real = image_ops.uint8_to_unit(jnp.asarray(images))
   teachers = teachers.replace(latents=None)  # These images are not cached.
-  rng = jax.random.PRNGKey(run.config.seed)
+  rng = jax.random.PRNGKey(config.seed)
   rows = {'real': real,
           'reconstructed G(E(x))': teachers.generate(teachers.encode(real))}
   for method, student in students.items():
     if methods.get(method).uses_generator:
       latents = train_steps.explore(
           method, student.classifier, student.variables, teachers, {}, real,
-          rng, run.config)
+          rng, config)
       rows[f'{method} explored'] = teachers.generate(latents)
+  if prior_samples:
+    rows['prior G(z)'] = teachers.generate(jax.random.normal(
+        jax.random.fold_in(rng, 1), (prior_samples, teachers.latent_dim)))
   rows = {k: np.asarray(v) for k, v in rows.items()}
   labels = {k: np.argmax(np.asarray(teachers.label(v)[0]), -1)
             for k, v in rows.items()}
-  visualize.save_sample_grid(os.path.join(run.workdir, 'samples.png'), rows,
-                             labels, dataset.class_names)
+  return rows, labels
+
+
+def save_samples(run: Run, dataset: dataset_lib.Dataset,
+                 teachers: teachers_lib.Teachers,
+                 students: dict[str, Trained]) -> None:
+  """samples.png (see `sample_rows`), also shown in TensorBoard."""
+  rows, labels = sample_rows(run.config, dataset, teachers, students,
+                             run.config.num_grid_samples)
+  path = os.path.join(run.workdir, 'samples.png')
+  visualize.save_sample_grid(path, rows, labels, dataset.class_names)
+  run.writer.write_images(0, {'samples': visualize.read_png(path)[None]})
 
 
 # ---------------------------------------------------------------------------
 # The pipeline.
 # ---------------------------------------------------------------------------
+
+
+def plan(config: ml_collections.ConfigDict,
+         dataset: dataset_lib.Dataset) -> dict[str, int]:
+  """{stage name: steps} of every stage a run trains, in order."""
+  planned = {'teacher_labeler': num_steps_and_epoch(
+      dataset, 'teacher', config.teacher_labeler)[0]}
+  if (methods.generating(config.methods) and
+      not config.teacher_generator.pretrained_checkpoint):
+    planned['teacher_generator'] = num_steps_and_epoch(
+        dataset, 'teacher', config.teacher_generator)[0]
+  terms = train_steps.loss_terms(config, dataset.num_classes)
+  for method in config.methods:
+    planned[train_steps.result_key(method, terms)] = num_steps_and_epoch(
+        dataset, 'student', config)[0]
+  return planned
+
+
+def open_run(config: ml_collections.ConfigDict, workdir: str, *,
+             overwrite: bool = False, read_only: bool = False
+             ) -> tuple[Run, dataset_lib.Dataset]:
+  """Resolves and checks the config, loads the data, claims the workdir.
+
+  Bad data fail before anything is written; a read-only run writes nothing
+  into the workdir.
+  """
+  config = config_lib.resolve(config)
+  mesh = sharding.create_mesh()
+  validate(config, mesh)
+  dataset = loading.load_dataset(config)
+  if not read_only:
+    os.makedirs(workdir, exist_ok=True)
+    run_guard.claim_workdir(workdir, config, overwrite,
+                            write=jax.process_index() == 0)
+  run = Run(config=config, workdir=workdir, mesh=mesh, overwrite=overwrite,
+            read_only=read_only,
+            writer=monitoring.create_writer(
+                workdir, enabled=jax.process_index() == 0 and not read_only),
+            results={} if read_only else evaluation.read_results(workdir),
+            progress=training_loop.RunProgress(plan(config, dataset)))
+  logging.info('Devices: %s. %s', jax.devices(), config_lib.input_sizes(config))
+  logging.info('Data: %s', dataset.describe())
+  return run, dataset
+
+
+def open_workdir(workdir: str, methods_to_restore=None, split=None,
+                 checkpoint=None) -> tuple[Run, dataset_lib.Dataset]:
+  """A read-only run of the config a finished (or running) `workdir` was
+  trained with (its config.json), optionally narrowed to some methods,
+  evaluated on another split or reporting the other checkpoint."""
+  config = run_guard.read_run_config(workdir)
+  if methods_to_restore:
+    config.methods = tuple(methods_to_restore)
+  if split:
+    config.dataset.eval_split = split
+  if checkpoint:
+    config.report_checkpoint = checkpoint
+  return open_run(config, workdir, read_only=True)
+
+
+def run_stages(run: Run, dataset: dataset_lib.Dataset, evaluate_all: bool = True
+               ) -> tuple[teachers_lib.Teachers, dict[str, Trained]]:
+  """The stages, top to bottom, each evaluated and recorded unless not
+  `evaluate_all`. Returns the frozen teachers and the students by method."""
+  config = run.config
+  labeler = train_labeler(run, dataset)
+  if evaluate_all:
+    run.record('teacher_labeler', evaluate(run, dataset, labeler))
+
+  generator = None
+  if methods.generating(config.methods):
+    generator = train_generator(run, dataset, labeler)
+  teachers = frozen_teachers(run, dataset, labeler, generator)
+  if generator is not None and evaluate_all:
+    run.record('reconstruction_agreement',
+               reconstruction_agreement(run, dataset, teachers))
+
+  students = {}
+  for method in config.methods:
+    key, students[method] = train_student(run, dataset, teachers, method)
+    if evaluate_all:
+      run.record(key, evaluate(run, dataset, students[method]))
+      logging.info('%s: %s', key, {k: v for k, v in run.results[key].items()
+                                   if k != 'per_class'})
+  return teachers, students
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -453,41 +649,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   A workdir written with a different config is refused unless `overwrite`
   (see `run_guard`). Results of models this run does not train (a method
-  dropped from `config.methods`) are kept in results.json.
+  dropped from `config.methods`) are kept in results.json, which also
+  records where the results come from (`run_info`).
   """
-  config = config_lib.resolve(config)
-  mesh = sharding.create_mesh()
-  validate(config, mesh)
-  dataset = loading.load_dataset(config)  # Bad data fails before any write.
-  os.makedirs(workdir, exist_ok=True)
-  run_guard.claim_workdir(workdir, config, overwrite,
-                          write=jax.process_index() == 0)
-  run = Run(config=config, workdir=workdir, mesh=mesh, overwrite=overwrite,
-            writer=metric_writers.create_default_writer(
-                workdir, just_logging=jax.process_index() > 0),
-            results=evaluation.read_results(workdir))
-  logging.info('Devices: %s. %s', jax.devices(), config_lib.input_sizes(config))
-  logging.info('Data: %s', dataset.describe())
-
-  labeler = train_labeler(run, dataset)
-  run.record('teacher_labeler', evaluate(run, dataset, labeler))
-
-  generator = None
-  if methods.generating(config.methods):
-    generator = train_generator(run, dataset)
-  teachers = frozen_teachers(run, dataset, labeler, generator)
-  if generator is not None:
-    run.record('reconstruction_agreement',
-               reconstruction_agreement(run, dataset, teachers))
-
-  students = {}
-  for method in config.methods:
-    key, students[method] = train_student(run, dataset, teachers, method)
-    run.record(key, evaluate(run, dataset, students[method]))
-    logging.info('%s: %s', key, {k: v for k, v in run.results[key].items()
-                                 if k != 'per_class'})
-
-  if generator is not None and jax.process_index() == 0:
+  run, dataset = open_run(config, workdir, overwrite=overwrite)
+  run.record('run_info', provenance.provenance())
+  monitoring.write_config(run.writer, run.config)
+  teachers, students = run_stages(run, dataset)
+  if teachers.generator is not None and jax.process_index() == 0:
     save_samples(run, dataset, teachers, students)
   run.writer.close()
   return run.results

@@ -1,24 +1,35 @@
-"""The loop every stage shares: resume, step, log, checkpoint.
+"""The loop every stage shares: resume, step, log, evaluate, checkpoint.
 
 A stage is a jitted `step(state, batch) -> (state, metrics)`, a
 `batch_for_step(step)` that is a pure function of the step number, and a
 number of steps. The loop restores the newest checkpoint in the stage's
-directory, runs the remaining steps, and saves every `checkpoint_every` steps
-and at the end. Metrics reach the host only at logging intervals, so the loop
-never waits on the device in between.
+directory, runs the remaining steps, and saves every `checkpoint_every`
+steps and at the end. Metrics stay on the device, summed, and reach the host
+only at logging intervals, as their mean over the interval; so the loop never
+waits on the device in between.
+
+With an `evaluate(state) -> {'overall': ...}` the loop also measures the
+state on the validation split every `eval_every` steps and at the end, and
+keeps the best state by `overall` in `<directory>/best` beside the last one.
+Both are exact after a resume: evaluation steps, values and the choice are
+functions of the run's config.
 """
 
+import dataclasses
 import math
 import os
-from typing import Any, Callable
+import time
+from typing import Any, Callable, Optional
 
 from absl import logging
 from clu import metric_writers
-from clu import periodic_actions
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from tgt_jax import checkpointing
+
+BEST_DIR = 'best'
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -29,55 +40,169 @@ def is_stage_complete(directory: str, num_steps: int) -> bool:
   """True when the stage's newest checkpoint is at its final step."""
   if not os.path.isdir(directory):
     return False
-  manager = checkpointing.create_manager(directory)
+  manager = checkpointing.create_manager(directory, read_only=True)
   try:
     return (manager.latest_step() or 0) >= num_steps
   finally:
     manager.close()
 
 
+@dataclasses.dataclass
+class RunProgress:
+  """Steps of every stage of a run, for its ETA.
+
+  `planned`: {stage name: steps} in the order the stages run. The ETA
+  assumes the remaining steps run at the run's mean rate so far (stages
+  differ in cost, so it is a rough guide).
+  """
+  planned: dict[str, int]
+  done: dict[str, int] = dataclasses.field(default_factory=dict)
+  seconds: float = 0.0  # Spent on the steps counted in `done`.
+
+  def fraction_and_eta(self) -> tuple[float, Optional[float]]:
+    total = sum(self.planned.values())
+    done = sum(self.done.values())
+    rate = done / self.seconds if self.seconds > 0 and done else None
+    eta = (total - done) / rate if rate else None
+    return done / max(total, 1), eta
+
+
+def _format_eta(seconds: Optional[float]) -> str:
+  if seconds is None:
+    return '?'
+  minutes, secs = divmod(int(seconds), 60)
+  hours, minutes = divmod(minutes, 60)
+  return f'{hours}h{minutes:02d}m' if hours else f'{minutes}m{secs:02d}s'
+
+
+@jax.jit
+def _accumulate(total, metrics):
+  return jax.tree.map(jnp.add, total, metrics)
+
+
+@dataclasses.dataclass
+class _Best:
+  """The best checkpoint by validation `overall`, in directory/best."""
+  directory: str
+  manager: Any = None
+  value: float = -math.inf
+
+  def __post_init__(self):
+    self.manager = checkpointing.create_manager(
+        os.path.join(self.directory, BEST_DIR), max_to_keep=1,
+        best_fn=lambda metrics: metrics['overall'])
+    step = self.manager.best_step()
+    metrics = None if step is None else self.manager.metrics(step)
+    if metrics is not None:  # A committed best of an earlier run.
+      self.value = float(metrics['overall'])
+
+  def offer(self, step: int, state, report: dict) -> bool:
+    """Saves `state` as the best if it beats the best so far."""
+    if report['overall'] <= self.value or step in self.manager.all_steps():
+      return False
+    self.value = float(report['overall'])
+    checkpointing.save(self.manager, step, state,
+                       metrics={'overall': self.value})
+    return True
+
+  def close(self):
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
 def run(*, name: str, directory: str, state: Any,
         step_fn: Callable[[Any, Any], tuple[Any, dict[str, Any]]],
         batch_for_step: Callable[[int], Any], num_steps: int,
         writer: metric_writers.MetricWriter, log_every: int,
-        checkpoint_every: int) -> Any:
-  """Trains `state` to `num_steps`, resuming from `directory` if possible."""
+        checkpoint_every: int,
+        evaluate: Optional[Callable[[Any], dict[str, Any]]] = None,
+        eval_every: int = 0,
+        progress: Optional[RunProgress] = None) -> Any:
+  """Trains `state` to `num_steps`, resuming from `directory` if possible.
+
+  Returns the last state. With `evaluate`, the best state by validation
+  `overall` is kept in directory/best (see `restore`).
+  """
+  progress = progress or RunProgress({name: num_steps})
   manager = checkpointing.create_manager(directory)
   restored, start_step = checkpointing.restore_latest(manager, state)
   if restored is not None:
     state = restored
     logging.info('[%s] resumed from step %d of %d.', name, start_step,
                  num_steps)
+  progress.done[name] = min(start_step, num_steps)
   if start_step >= num_steps:
     manager.close()
     return state
 
-  progress = periodic_actions.ReportProgress(num_train_steps=num_steps,
-                                             writer=writer)
+  best = _Best(directory) if evaluate is not None else None
   logging.info('[%s] training steps %d..%d.', name, start_step + 1, num_steps)
+  totals, count = None, 0
+  interval_start = time.perf_counter()
   for step in range(start_step, num_steps):
     state, metrics = step_fn(state, batch_for_step(step))
+    totals = metrics if totals is None else _accumulate(totals, metrics)
+    count += 1
     done = step + 1
-    progress(done)
     save_now = done % checkpoint_every == 0 or done == num_steps
+    evaluate_now = evaluate is not None and (
+        done == num_steps or (eval_every and done % eval_every == 0))
     # Non-finite parameters keep the loss non-finite, so checking the loss
     # before every save guarantees no saved checkpoint is poisoned.
-    if done % log_every == 0 or save_now:
-      scalars = {k: float(np.mean(v))
-                 for k, v in jax.device_get(metrics).items()}
-      if not math.isfinite(scalars['loss']):
+    if done % log_every == 0 or save_now or evaluate_now:
+      means = {k: float(np.mean(v)) / count
+               for k, v in jax.device_get(totals).items()}
+      if not math.isfinite(means['loss']):
         manager.wait_until_finished()
         manager.close()
         raise NonFiniteLossError(
-            f'[{name}] non-finite loss {scalars["loss"]} at step {done}; '
+            f'[{name}] non-finite loss {means["loss"]} at step {done}; '
             f'the last good checkpoint in {directory} is kept. Lower the '
             'learning rate or check the input data.')
-      writer.write_scalars(done, {f'{name}/{k}': v for k, v in scalars.items()})
-      logging.info('[%s] step %d/%d: %s', name, done, num_steps, ', '.join(
-          f'{k}={v:.4g}' for k, v in sorted(scalars.items())))
+      elapsed = time.perf_counter() - interval_start
+      progress.seconds += elapsed
+      progress.done[name] = done
+      scalars = {f'{name}/train/{k}': v for k, v in means.items()}
+      scalars[f'{name}/steps_per_second'] = count / max(elapsed, 1e-9)
+      line = ', '.join(f'{k}={v:.4g}' for k, v in sorted(means.items()))
+      if evaluate_now:
+        report = evaluate(state)
+        scalars.update({f'{name}/val/{k}': v for k, v in report.items()
+                        if isinstance(v, float)})
+        line += '; val ' + ', '.join(
+            f'{k}={v:.4g}' for k, v in report.items()
+            if isinstance(v, float) and math.isfinite(v))
+        if best.offer(done, state, report):
+          line += ' (best)'
+      writer.write_scalars(done, scalars)
+      fraction, eta = progress.fraction_and_eta()
+      logging.info('[%s] step %d/%d (%.1f steps/s): %s | run %.0f%%, ETA %s',
+                   name, done, num_steps, count / max(elapsed, 1e-9), line,
+                   100 * fraction, _format_eta(eta))
+      totals, count = None, 0
+      interval_start = time.perf_counter()
     if save_now:
       checkpointing.save(manager, done, state)
   manager.wait_until_finished()
   manager.close()
+  if best is not None:
+    best.close()
   writer.flush()
   return state
+
+
+def restore(directory: str, target: Any, which: str = 'last'
+            ) -> tuple[Optional[Any], int]:
+  """The stage's 'last' or 'best' checkpoint as `target`'s structure, read
+  only (safe while another process trains in the directory); (None, 0) if
+  there is none."""
+  if which not in ('last', 'best'):
+    raise ValueError(f"which must be 'last' or 'best', got {which!r}.")
+  path = directory if which == 'last' else os.path.join(directory, BEST_DIR)
+  if not os.path.isdir(path):
+    return None, 0
+  manager = checkpointing.create_manager(path, read_only=True)
+  try:
+    return checkpointing.restore_latest(manager, target)
+  finally:
+    manager.close()

@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use('Agg')  # Files only; never a display.
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
+from PIL import Image
 
 
 def save_sample_grid(path: str, rows: Mapping[str, np.ndarray],
@@ -44,3 +45,9 @@ def save_figure(fig, path: str, dpi: int = 120) -> None:
   fig.tight_layout()
   fig.savefig(path, dpi=dpi)
   plt.close(fig)
+
+
+def read_png(path: str) -> np.ndarray:
+  """A PNG as uint8 [H, W, 3] (e.g. to show a saved figure in TensorBoard)."""
+  with Image.open(path) as image:
+    return np.asarray(image.convert('RGB'))

@@ -98,6 +98,10 @@ class Dataset(abc.ABC):
     """`batch_for_step(step)`: this process's rows of global batch `step`."""
 
   @abc.abstractmethod
+  def has_split(self, split: str) -> bool:
+    """Whether `eval_batches(split)` has data (e.g. a validation split)."""
+
+  @abc.abstractmethod
   def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
     """This process's rows of padded global batches with a boolean 'mask'."""
 
@@ -218,6 +222,10 @@ class InMemoryDataset(Dataset):
               'index': indices[rows].astype(np.int32)}
 
     return batch_for_step
+
+  def has_split(self, split: str) -> bool:
+    return split in EVAL_SPLITS and (split != 'val' or
+                                     self.val_labels is not None)
 
   def _eval_split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
     if split == 'test':

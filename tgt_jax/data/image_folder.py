@@ -172,6 +172,28 @@ def _image_files(class_dir: str) -> list[str]:
       entry.name.lower().endswith(IMAGE_EXTENSIONS))
 
 
+def decode_image(path: str, image_size: int, channels: int) -> np.ndarray:
+  """One image file as uint8 [S, S, channels], exactly as the folder loader
+  reads it: mode conversion, centre square crop, bilinear resize."""
+  if channels not in _CHANNELS_TO_MODE:
+    raise ValueError(f'channels must be 1 (grey-scale) or 3 (RGB), got '
+                     f'{channels}.')
+  return _decode(path, image_size, _CHANNELS_TO_MODE[channels]).reshape(
+      image_size, image_size, channels)
+
+
+def image_files(folder: str) -> list[str]:
+  """Sorted paths of the image files anywhere under `folder` (recursive;
+  hidden files and folders skipped)."""
+  found = []
+  for root, dirs, names in os.walk(folder):
+    dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
+    found += [os.path.join(root, name) for name in sorted(names)
+              if not name.startswith('.') and
+              name.lower().endswith(IMAGE_EXTENSIONS)]
+  return found
+
+
 def _decode(path: str, image_size: int, target_mode: str) -> np.ndarray:
   """Decodes one file into a uint8 [S, S] ('L') or [S, S, 3] ('RGB') array."""
   with Image.open(path) as image:

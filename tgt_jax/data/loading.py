@@ -32,12 +32,15 @@ def load_dataset(config) -> dataset_lib.Dataset:
     raise ValueError(f'Unknown dataset.name {name!r}; choose one of '
                      f'{IN_MEMORY_NAMES + STREAMING_NAMES}.')
   splits, class_names = _read_in_memory(config.dataset)
+  splits['train'], splits['val'] = _carve_validation(
+      *splits['train'], config.dataset.val_per_class,
+      config.dataset.split_seed)
   train_images, train_labels = splits['train']
   student_indices = _student_subset(train_labels, len(class_names),
                                     config.long_tail)
   counts = np.bincount(train_labels[student_indices],
                        minlength=len(class_names))
-  val = splits.get('val', (None, None))
+  val = splits['val']
   return dataset_lib.InMemoryDataset(
       name=name, class_names=class_names,
       shot_groups=long_tail.shot_groups_for(counts, config.shot_groups),
@@ -72,6 +75,21 @@ def _read_in_memory(data_config):
     class_names = tuple(folder['class_names'])
   return ({k: (images, labels.astype(np.int32))
            for k, (images, labels) in splits.items()}, class_names)
+
+
+def _carve_validation(images: np.ndarray, labels: np.ndarray,
+                      per_class, split_seed: int):
+  """((train images, labels), (val images, labels)): `per_class` images of
+  every class held out of the train split (None: 10% of the smallest class,
+  at least 1), drawn independently of the test split."""
+  if per_class is None:
+    smallest = int(np.bincount(labels).min())
+    per_class = max(1, int(0.1 * smallest))
+  if per_class < 1:
+    raise ValueError(f'dataset.val_per_class={per_class}: at least 1 (the '
+                     'validation split is what choices are made on).')
+  train, val = digits.split_train_test(labels, per_class, split_seed + 1)
+  return (images[train], labels[train]), (images[val], labels[val])
 
 
 def _student_subset(train_labels: np.ndarray, num_classes: int,

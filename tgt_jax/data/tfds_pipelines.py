@@ -289,6 +289,9 @@ class StreamingDataset(dataset_lib.Dataset):
     index, count = _process(process_index, process_count)
     return TrainBatches(self, batch_size, seed, index, count)
 
+  def has_split(self, split: str) -> bool:
+    return split != 'train' and split in self.sources
+
   def _eval_source(self, split: str) -> Source:
     if split not in self.sources or split == 'train':
       raise ValueError(

@@ -30,6 +30,7 @@ from absl import logging
 import ml_collections
 
 from tgt_jax import embedding_distill
+from tgt_jax import evaluation
 from tgt_jax import train
 from tgt_jax.experiments import grid
 from tgt_jax.experiments import seed_stats
@@ -88,7 +89,7 @@ def aggregate(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, dict]:
   """
   runs = list(per_seed.items())
   names = [name for name, report in runs[0][1].items()
-           if isinstance(report, Mapping)]
+           if evaluation.is_report(report)]
   for seed, results in runs:
     missing = [name for name in names if name not in results]
     if missing:

@@ -17,19 +17,16 @@ docs/results.md.
 """
 
 import copy
-import datetime
 import os
-import platform
-import sys
 from typing import Any, Callable, Mapping, Sequence
 
 from absl import flags
 from absl import logging
-import jax
 import ml_collections
 from ml_collections import config_flags
 
 from tgt_jax import files
+from tgt_jax import provenance as provenance_lib
 from tgt_jax import train
 from tgt_jax.experiments import seed_stats
 
@@ -110,29 +107,7 @@ def model_stats(per_seed: Mapping[int, Mapping[str, Any]], model: str,
           for m in metrics}
 
 
-def command_line() -> str:
-  """The command that started this process, as a user would type it."""
-  module = sys.modules['__main__'].__spec__
-  program = (f'python -m {module.name}' if module is not None
-             else f'python {sys.argv[0]}')
-  return ' '.join([program, *sys.argv[1:]])
-
-
-def machine() -> str:
-  """The machine a result was measured on, in words."""
-  device = jax.devices()[0]
-  kind = getattr(device, 'device_kind', device.platform)
-  return (f'{platform.machine()} {platform.system()}, {os.cpu_count()} CPU '
-          f'cores, {jax.device_count()} x {kind} ({jax.default_backend()}), '
-          f'jax {jax.__version__}')
-
-
-def provenance() -> dict:
-  """Command, date (UTC) and machine of the run that writes a result."""
-  return {'command': command_line(),
-          'date': datetime.datetime.now(datetime.timezone.utc).strftime(
-              '%Y-%m-%d %H:%M UTC'),
-          'machine': machine()}
+provenance = provenance_lib.provenance
 
 
 def header(title: str, info: Mapping[str, str]) -> str:

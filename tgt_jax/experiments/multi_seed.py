@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 from absl import app
 from absl import flags
 
+from tgt_jax import evaluation
 from tgt_jax import train
 from tgt_jax.experiments import grid
 from tgt_jax.experiments import seed_stats
@@ -40,9 +41,9 @@ def summarize(per_seed: Mapping[int, Mapping[str, Any]]) -> dict:
   runs = list(per_seed.values())
   summary = {}
   for name, report in runs[0].items():
-    if isinstance(report, Mapping):
+    if evaluation.is_report(report):
       summary[name] = grid.model_stats(per_seed, name)
-    else:
+    elif isinstance(report, float):  # E.g. reconstruction_agreement.
       summary[name] = seed_stats.metric_stats([r[name] for r in runs])
   return summary
 
