@@ -46,6 +46,40 @@ def test_fields_that_do_not_change_results_are_not_a_new_config(tmp_path):
   run_guard.claim_workdir(str(tmp_path), observed, overwrite=False)
 
 
+def test_moving_data_or_teachers_or_evaluating_elsewhere_is_the_same_run(
+    tmp_path):
+  """The fingerprint is what a run computes, not where its files live."""
+  config = tiny_config()
+  config.teacher_labeler.checkpoint = '/teachers/a/teacher_labeler'
+  run_guard.claim_workdir(str(tmp_path), config, overwrite=False)
+  stage = str(tmp_path / 'teacher_labeler')
+  run_guard.claim_stage(
+      stage, run_guard.teacher_fingerprint(config, 'teacher_labeler'),
+      overwrite=False)
+  moved = tiny_config()
+  moved.dataset.root = '/elsewhere/images'
+  moved.dataset.data_dir = '/elsewhere/tfds'
+  moved.dataset.cache_dir = '/elsewhere/cache'
+  moved.dataset.eval_split = 'val'
+  moved.teacher_labeler.checkpoint = '/teachers/b/teacher_labeler'
+  moved.teacher_labeler.init_checkpoint = '/keras/resnet50'
+  moved.teacher_generator.pretrained_checkpoint = '/bigbigan/here'
+  moved.eval_every_steps = 7
+  run_guard.claim_workdir(str(tmp_path), moved, overwrite=False)
+  run_guard.claim_stage(
+      stage, run_guard.teacher_fingerprint(moved, 'teacher_labeler'),
+      overwrite=False, reused=True)
+  # config.json now holds the latest run's config, paths included.
+  recorded = run_guard.read_run_config(str(tmp_path))
+  assert recorded.dataset.data_dir == '/elsewhere/tfds'
+  assert recorded.dataset.eval_split == 'val'
+  changed = tiny_config()
+  changed.dataset.val_per_class = 3  # What is trained on changes.
+  with pytest.raises(run_guard.ConfigMismatchError,
+                     match='dataset.val_per_class'):
+    run_guard.claim_workdir(str(tmp_path), changed, overwrite=False)
+
+
 def test_overwrite_moves_old_results_aside(tmp_path):
   run_guard.claim_workdir(str(tmp_path), tiny_config(), overwrite=False)
   (tmp_path / 'results.json').write_text('{"kd": 1}')
