@@ -111,9 +111,12 @@ def _setup(tiny, method, mode, **overrides):
   return config, term, step, tiny.state.replace(terms={term.name: term_state})
 
 
+def _unit(tiny):
+  return tiny.batch['image'].astype(jnp.float32) / 255.0
+
+
 def _labeler_outputs(tiny):
-  unit = tiny.batch['image'].astype(jnp.float32) / 255.0
-  return [jax.jit(tiny.teachers.label)(unit)]
+  return [jax.jit(tiny.teachers.label)(_unit(tiny))]
 
 
 def test_no_gradient_of_the_student_loss_reaches_g(tiny):
@@ -128,7 +131,8 @@ def test_no_gradient_of_the_student_loss_reaches_g(tiny):
 
   def student_objective(transformation):
     prepared = term.prepare({**state, 'transformation': transformation},
-                            outputs, tiny.batch['label'])
+                            tiny.teachers, [_unit(tiny)], outputs,
+                            tiny.batch['label'])
     return term.loss(prepared, features)
 
   grads = conftest.host(jax.grad(student_objective)(state['transformation']))
@@ -137,7 +141,8 @@ def test_no_gradient_of_the_student_loss_reaches_g(tiny):
     assert np.all(leaf == 0.0)
   # The distance does depend on the target, so only the stop-gradient keeps
   # the zeros above from being nonzero.
-  prepared = term.prepare(state, outputs, tiny.batch['label'])
+  prepared = term.prepare(state, tiny.teachers, [_unit(tiny)], outputs,
+                          tiny.batch['label'])
   target_grad = jax.grad(embedding_distill.distance_correlation_loss,
                          argnums=1)(features, prepared['target'])
   assert np.any(np.asarray(target_grad) != 0.0)
@@ -250,6 +255,26 @@ def test_cosine_gram_runs_one_step(tiny):
   assert float(metrics[f'{term.name}/distance']) > 0.0
 
 
+def test_the_encoders_unsupervised_embedding_guides_the_student(tiny):
+  """source='encoder': g compresses E's pooled backbone features (learnt
+  without labels) instead of the labeler's embedding."""
+  config, term, step, state = _setup(tiny, 'kd', 'compressed',
+                                     source='encoder')
+  assert term.name == 'emb_encoder_compressed'
+  unit = _unit(tiny)
+  features = jax.jit(tiny.teachers.encoder_features)(unit)
+  labeler_embedding = _labeler_outputs(tiny)[0][1]
+  assert not np.allclose(features, labeler_embedding)
+  g = state.terms[term.name]['transformation']['transformation']['kernel']
+  assert g.shape == (features.shape[-1],
+                     config.embedding_distill.compressed_dim)
+  prepared = term.prepare(state.terms[term.name], tiny.teachers, [unit],
+                          _labeler_outputs(tiny), tiny.batch['label'])
+  np.testing.assert_allclose(prepared['embedding'], features, rtol=1e-6)
+  _, metrics = step(state, tiny.teachers, tiny.batch, jax.random.PRNGKey(0))
+  assert 0.0 < float(metrics[f'{term.name}/distance']) <= 1.0 + 1e-6
+
+
 def test_keys_and_config_errors(tiny):
   _, term = _term(tiny, 'compressed')
   assert train_steps.result_key('kd', [term]) == 'kd+emb_compressed'
@@ -261,5 +286,7 @@ def test_keys_and_config_errors(tiny):
   config.embedding_distill.mode = 'raw'
   config.embedding_distill.weight = 1.5
   config.embedding_distill.distance = 'l2'
+  config.embedding_distill.source = 'student'
   errors = ' '.join(embedding_distill.config_errors(config))
   assert 'weight=1.5' in errors and "distance='l2'" in errors
+  assert "source='student'" in errors

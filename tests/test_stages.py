@@ -90,6 +90,8 @@ def test_pipeline_samples_a_row_per_tgt_method(tmp_path, monkeypatch):
   rows = {}
   monkeypatch.setattr(visualize, 'save_sample_grid',
                       lambda path, r, labels, names: rows.update(r))
+  monkeypatch.setattr(visualize, 'read_png',
+                      lambda path: np.zeros((4, 4, 3), np.uint8))
   train.train_and_evaluate(config, str(tmp_path))
   assert list(rows) == ['real', 'reconstructed G(E(x))',
                         'tgt_random explored', 'tgt_prior explored']

@@ -246,3 +246,86 @@ def test_the_optimizer_follows_the_schedule_and_decays_kernels_only():
     train_steps.learning_rate_schedule(_recipe(schedule='linear'), 1.0, 10)
   with pytest.raises(ValueError, match="optimizer='lamb'"):
     train_steps.create_optimizer(_recipe(optimizer='lamb'), 1.0, 10)
+
+
+# ---------------------------------------------------------------------------
+# Long-tail losses.
+# ---------------------------------------------------------------------------
+
+
+def _softmax_ce(labels, logits):
+  return -np.mean(_log_softmax(logits)[np.arange(len(labels)), labels])
+
+
+def test_long_tail_losses_against_their_formulas():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(6, 4)).astype(np.float32)
+  labels = np.array([0, 1, 2, 3, 0, 3])
+  counts = np.array([50.0, 20.0, 5.0, 1.0])
+  prior = counts / counts.sum()
+  for tau in (1.0, 2.0):
+    # Menon et al.: -log(pi_y^tau e^f_y / sum_j pi_j^tau e^f_j).
+    weighted = prior**tau * np.exp(logits.astype(np.float64))
+    expected = -np.mean(np.log(weighted[np.arange(6), labels] /
+                               weighted.sum(-1)))
+    assert float(losses.logit_adjusted_cross_entropy(
+        labels, logits, prior, tau)) == pytest.approx(expected, rel=1e-5)
+  # Ren et al.: -log(n_y e^f_y / sum_j n_j e^f_j), the same at tau = 1.
+  weighted = counts * np.exp(logits.astype(np.float64))
+  expected = -np.mean(np.log(weighted[np.arange(6), labels] /
+                             weighted.sum(-1)))
+  assert float(losses.balanced_softmax_cross_entropy(
+      labels, logits, counts)) == pytest.approx(expected, rel=1e-5)
+  assert float(losses.logit_adjusted_cross_entropy(
+      labels, logits, prior)) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize('name', ['logit_adjusted', 'balanced_softmax'])
+def test_long_tail_adjustment_in_the_step(name, tiny):
+  """onehot: the one-hot CE of f + log prior of the student's split; kd:
+  the distillation part adjusted by the labeler's training prior."""
+  student_counts = np.array([64, 40, 25, 16, 10, 6, 4, 3, 2, 1])
+  teacher_counts = np.array([90, 110, 100, 95, 105, 100, 98, 102, 97, 103])
+  adjustment = train_steps.LongTailAdjustment.create(
+      name, student_counts, teacher_counts)
+  assert train_steps.result_key('kd', (), adjustment) == f'kd+{name}'
+  mesh = sharding.create_mesh()
+  args = (tiny.state, tiny.teachers, tiny.batch, jax.random.PRNGKey(0))
+
+  @jax.jit
+  def logits(images):
+    unit = images.astype(jnp.float32) / 255.0
+    (student, _), _ = tiny.student.apply(
+        {'params': tiny.state.params, 'batch_stats': tiny.state.batch_stats},
+        unit, train=True)
+    return tiny.teachers.label(unit)[0], student
+
+  teacher, student = conftest.host(logits(tiny.batch['image']))
+  labels = np.asarray(tiny.batch['label'])
+  normalise = (lambda c: c / c.sum()) if name == 'logit_adjusted' else (
+      lambda c: c)
+  log_student = np.log(normalise(student_counts.astype(np.float64)))
+  log_teacher = np.log(normalise(teacher_counts.astype(np.float64)))
+
+  onehot = train_steps.jit_train_step('onehot', tiny.student, tiny.tx,
+                                      tiny.config, mesh, donate=False,
+                                      long_tail=adjustment)
+  _, metrics = onehot(*args)
+  assert float(metrics['loss']) == pytest.approx(
+      _softmax_ce(labels, student + log_student), rel=1e-4)
+  # Accuracy is measured with the plain logits, as predictions are made.
+  assert float(metrics['accuracy']) == pytest.approx(
+      np.mean(student.argmax(-1) == labels))
+
+  config = tiny.config.copy_and_resolve_references()
+  config.distill.update(KD_DISTILL)
+  kd = train_steps.jit_train_step('kd', tiny.student, tiny.tx, config, mesh,
+                                  donate=False, long_tail=adjustment)
+  _, metrics = kd(*args)
+  alpha, tau = KD_DISTILL['alpha'], KD_DISTILL['temperature']
+  teacher_probs = np.exp(_log_softmax(teacher / tau))
+  distill = tau**2 * np.mean(-np.sum(
+      teacher_probs * _log_softmax((student + log_teacher) / tau), -1))
+  expected = ((1 - alpha) * _softmax_ce(labels, student + log_student) +
+              alpha * distill)
+  assert float(metrics['loss']) == pytest.approx(expected, rel=1e-4)

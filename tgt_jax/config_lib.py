@@ -213,6 +213,11 @@ def base_config() -> ml_collections.ConfigDict:
   gen.reconstruction_weight = 100.0
   gen.latent_reconstruction_weight = 1.0
 
+  # A long-tail loss on every student (train_steps.LongTailAdjustment):
+  # 'none' | 'logit_adjusted' (Menon et al. 2021, tau = 1) |
+  # 'balanced_softmax' (Ren et al. 2020); results keyed <method>+<loss>.
+  config.long_tail_loss = 'none'
+
   # Distillation targets (kd and every TGT method, so that TGT differs from
   # kd only by the generated samples) [ours].
   config.distill = ml_collections.ConfigDict()
@@ -242,6 +247,10 @@ def base_config() -> ml_collections.ConfigDict:
   # 'none' | 'raw' (EAsT) | 'compressed' (Ding & Lerch) |
   # 'random_projection' (ours: g fixed at its random initialisation).
   config.embedding_distill.mode = 'none'
+  # Whose embedding: 'labeler' (supervised, its pooled pre-logit features) |
+  # 'encoder' (BigBiGAN's E, pooled backbone features: learnt without
+  # labels, the setting the compression method was proposed for).
+  config.embedding_distill.source = 'labeler'
   config.embedding_distill.weight = 0.6  # [paper] EAsT's w range 0.6..0.9.
   # [paper] EAsT's distance correlation; 'cosine_gram' (EAsT's other) or
   # 'projected_mse' (ours: with a trained student projection).

@@ -49,6 +49,11 @@ from tgt_jax import methods
 from tgt_jax import teachers as teachers_lib
 
 MODES = ('none', 'raw', 'compressed', 'random_projection')
+# Whose embedding guides the student: the labeler's pooled pre-logit
+# features (supervised) or BigBiGAN's encoder's pooled backbone features
+# (`avepool_feat`, learnt without labels: the setting Ding & Lerch's
+# compression was proposed for).
+SOURCES = ('labeler', 'encoder')
 DISTANCES = ('distance_correlation', 'cosine_gram')
 
 # [paper] EAsT's epsilons: inside the square root of the squared distances
@@ -180,6 +185,7 @@ class EmbeddingDistillation:
   the student's objective, and `update` for the term's own training.
   """
   mode: str
+  source: str
   distance: str
   weight: float
   compressed_dim: int
@@ -189,8 +195,10 @@ class EmbeddingDistillation:
 
   @property
   def name(self) -> str:
-    """The key of its state and of results: e.g. 'kd+emb_compressed'."""
-    return f'emb_{self.mode}'
+    """The key of its state and of results: e.g. 'kd+emb_compressed', or
+    'kd+emb_encoder_compressed' for the encoder's embedding."""
+    source = '' if self.source == 'labeler' else f'{self.source}_'
+    return f'emb_{source}{self.mode}'
 
   @property
   def trains_jointly(self) -> bool:
@@ -204,13 +212,21 @@ class EmbeddingDistillation:
     # to the student, and need no schedule.
     return optax.adam(self.teacher_learning_rate)
 
+  def embeddings(self, teachers: teachers_lib.Teachers,
+                 images: list[jax.Array], labeler_outputs) -> jax.Array:
+    """The source's embeddings of the step's image batches, concatenated."""
+    if self.source == 'encoder':
+      return jnp.concatenate([teachers.encoder_features(x) for x in images])
+    return jnp.concatenate([e for _, e in labeler_outputs])
+
   def init(self, rng: jax.Array, teachers: teachers_lib.Teachers,
            image_shape: tuple[int, ...]) -> dict[str, Any]:
     """Initial g and h (or the fixed random g); {} for 'raw'."""
     if self.mode == 'raw':
       return {}
-    _, embedding = jax.eval_shape(
-        teachers.label, jnp.zeros((1, *image_shape), jnp.float32))
+    image = jnp.zeros((1, *image_shape), jnp.float32)
+    embedding = jax.eval_shape(
+        lambda x: self.embeddings(teachers, [x], [teachers.label(x)]), image)
     params = self._module().init(
         rng, jnp.zeros((1, embedding.shape[-1]), jnp.float32))['params']
     if self.mode == 'random_projection':
@@ -219,11 +235,15 @@ class EmbeddingDistillation:
     return {'transformation': params,
             'opt_state': self._optimizer().init(params)}
 
-  def prepare(self, state, labeler_outputs: list[tuple[jax.Array, jax.Array]],
+  def prepare(self, state, teachers: teachers_lib.Teachers,
+              images: list[jax.Array],
+              labeler_outputs: list[tuple[jax.Array, jax.Array]],
               labels: jax.Array) -> dict[str, jax.Array]:
-    """What `loss` and `update` need, from the labeler's outputs on the
-    step's image batches ([real, *generated], in the student's order)."""
-    embedding = jnp.concatenate([e for _, e in labeler_outputs])
+    """What `loss` and `update` need, for the step's image batches
+    ([real, *generated], in the student's order) and the labeler's outputs
+    on them (its logits are the teacher loss's targets on generated ones)."""
+    embedding = jax.lax.stop_gradient(
+        self.embeddings(teachers, images, labeler_outputs))
     prepared = {'target': embedding_target(
         self.mode, state.get('transformation'), embedding)}
     if self.mode == 'compressed':
@@ -284,8 +304,8 @@ class EmbeddingDistillation:
             teachers.real_latents(batch, real), inputs)
         images.append(teachers.generate(latents))
       outputs = [teachers.label(x) for x in images]
-      return joint.update(state, joint.prepare(state, outputs,
-                                               batch['label']))
+      return joint.update(state, joint.prepare(state, teachers, images,
+                                               outputs, batch['label']))
 
     metrics = {}
     for i in range(self.pretrain_steps):
@@ -305,7 +325,8 @@ def from_config(config: ml_collections.ConfigDict,
   if cfg.mode == 'none':
     return ()
   return (EmbeddingDistillation(
-      mode=cfg.mode, distance=cfg.distance, weight=cfg.weight,
+      mode=cfg.mode, source=cfg.source, distance=cfg.distance,
+      weight=cfg.weight,
       compressed_dim=cfg.compressed_dim, pretrain_steps=cfg.pretrain_steps,
       teacher_learning_rate=cfg.teacher_learning_rate,
       num_classes=num_classes),)
@@ -319,6 +340,9 @@ def config_errors(config: ml_collections.ConfigDict) -> list[str]:
   if cfg.mode == 'none':
     return []
   errors = []
+  if cfg.source not in SOURCES:
+    errors.append(f'embedding_distill.source={cfg.source!r}: choose from '
+                  f'{SOURCES}.')
   if cfg.distance not in DISTANCES:
     errors.append(f'embedding_distill.distance={cfg.distance!r}: choose '
                   f'from {DISTANCES}.')

@@ -30,16 +30,44 @@ def distillation_loss(teacher_logits: jax.Array, student_logits: jax.Array,
 
 def mixed_target_loss(labels: jax.Array, teacher_logits: jax.Array,
                       student_logits: jax.Array, alpha: float,
-                      temperature: float) -> jax.Array:
-  """(1 - alpha) * one-hot CE + alpha * distillation, on the same images."""
+                      temperature: float, onehot_offset=0.0,
+                      distill_offset=0.0) -> jax.Array:
+  """(1 - alpha) * one-hot CE + alpha * distillation, on the same images.
+
+  The offsets are added to the student's logits inside each part (a long-tail
+  adjustment, see `LongTailAdjustment` in train_steps); 0 for plain losses.
+  """
   loss = 0.0
   if alpha < 1.0:
-    loss += (1.0 - alpha) * onehot_cross_entropy(labels, student_logits)
+    loss += (1.0 - alpha) * onehot_cross_entropy(
+        labels, student_logits + onehot_offset)
   if alpha > 0.0:
-    loss += alpha * distillation_loss(teacher_logits, student_logits,
-                                      temperature)
+    loss += alpha * distillation_loss(
+        teacher_logits, student_logits + distill_offset, temperature)
   return loss
 
 
 def top1_correct(labels: jax.Array, logits: jax.Array) -> jax.Array:
   return jnp.argmax(logits, axis=-1) == labels
+
+
+# Long-tail losses: train on long-tailed data, predict as if balanced. Both
+# add a log prior to the logits inside the softmax and predict with the
+# plain logits (argmax f(x)), so the classifier f learns the balanced
+# posterior.
+LONG_TAIL_LOSSES = ('none', 'logit_adjusted', 'balanced_softmax')
+
+
+def logit_adjusted_cross_entropy(labels: jax.Array, logits: jax.Array,
+                                 class_prior: jax.Array,
+                                 tau: float = 1.0) -> jax.Array:
+  """Mean CE(y, f(x) + tau * log pi) (Menon et al., ICLR 2021, eq. 10)."""
+  return onehot_cross_entropy(labels, logits + tau * jnp.log(class_prior))
+
+
+def balanced_softmax_cross_entropy(labels: jax.Array, logits: jax.Array,
+                                   class_counts: jax.Array) -> jax.Array:
+  """Mean -log(n_y exp(f_y) / sum_j n_j exp(f_j)) (Ren et al., NeurIPS 2020,
+  eq. 4), with n the train split's class counts. At tau = 1 this is
+  `logit_adjusted_cross_entropy` (log n and log pi differ by a constant)."""
+  return onehot_cross_entropy(labels, logits + jnp.log(class_counts))

@@ -64,6 +64,15 @@ class Teachers(struct.PyTreeNode):
         train=False)
     return z_mean
 
+  def encoder_features(self, unit_images: jax.Array) -> jax.Array:
+    """E's pooled backbone features of [0, 1] images (BigBiGAN's
+    `avepool_feat`): a representation learnt without labels."""
+    _, _, features = self.encoder_network.apply(
+        self.encoder,
+        image_ops.encoder_input(unit_images, self.encoder_image_size),
+        train=False, with_features=True)
+    return features
+
   def generate(self, latents: jax.Array) -> jax.Array:
     """G(z) in the unit range, differentiable in z."""
     return image_ops.generated_to_unit(

@@ -37,6 +37,7 @@ from tgt_jax import embedding_distill
 from tgt_jax import evaluation
 from tgt_jax import generator_training
 from tgt_jax import image_ops
+from tgt_jax import losses
 from tgt_jax import methods
 from tgt_jax import monitoring
 from tgt_jax import pretrained
@@ -95,6 +96,15 @@ def quiet_orbax_logs() -> None:
 # ---------------------------------------------------------------------------
 
 
+def needs_generator(config: ml_collections.ConfigDict) -> bool:
+  """Whether a run needs BigBiGAN: a method generates, or a loss term uses
+  the encoder's embedding."""
+  known = [m for m in config.methods if m in methods.METHODS]
+  return bool(methods.generating(known)) or (
+      config.embedding_distill.mode != 'none' and
+      config.embedding_distill.source == 'encoder')
+
+
 def config_errors(config: ml_collections.ConfigDict, mesh) -> list[str]:
   """Every problem of a resolved config, naming the fields."""
   errors = config_lib.consistency_errors(config)
@@ -106,7 +116,7 @@ def config_errors(config: ml_collections.ConfigDict, mesh) -> list[str]:
       errors.append(f'Unknown method {name!r} in config.methods; choose '
                     f'from {tuple(methods.METHODS)}.')
   batch_fields = ['batch_size', 'eval_batch_size', 'teacher_labeler.batch_size']
-  if methods.generating(m for m in config.methods if m in methods.METHODS):
+  if needs_generator(config):
     batch_fields.append('teacher_generator.batch_size')
     gen = config.teacher_generator
     if not (gen.pretrained_checkpoint or gen.checkpoint or gen.num_epochs):
@@ -134,6 +144,9 @@ def config_errors(config: ml_collections.ConfigDict, mesh) -> list[str]:
       errors.append(f'{prefix}schedule={recipe.schedule!r}; choose from '
                     f'{train_steps.SCHEDULES}.')
   errors += embedding_distill.config_errors(config)
+  if config.long_tail_loss not in losses.LONG_TAIL_LOSSES:
+    errors.append(f'long_tail_loss={config.long_tail_loss!r}; choose from '
+                  f'{losses.LONG_TAIL_LOSSES}.')
   cache = config.exploration.cache_latents
   if cache not in CACHE_LATENTS:
     errors.append(f'exploration.cache_latents={cache!r}; choose from '
@@ -424,6 +437,14 @@ def frozen_teachers(run: Run, dataset: dataset_lib.Dataset, labeler: Trained,
   return teachers
 
 
+def long_tail_adjustment(config: ml_collections.ConfigDict,
+                         dataset: dataset_lib.Dataset):
+  """`config.long_tail_loss` with the data's class priors (or None)."""
+  return train_steps.LongTailAdjustment.create(
+      config.long_tail_loss, dataset.student_class_counts,
+      dataset.teacher_class_counts)
+
+
 def train_student(run: Run, dataset: dataset_lib.Dataset,
                   teachers: teachers_lib.Teachers,
                   method: str) -> tuple[str, Trained]:
@@ -435,7 +456,8 @@ def train_student(run: Run, dataset: dataset_lib.Dataset,
   classifier = build.classifier(config.student, dataset.num_classes,
                                 run.dtype)
   terms = train_steps.loss_terms(config, dataset.num_classes)
-  key = train_steps.result_key(method, terms)
+  long_tail = long_tail_adjustment(config, dataset)
+  key = train_steps.result_key(method, terms, long_tail)
   num_steps, steps_per_epoch = num_steps_and_epoch(dataset, 'student', config)
   tx = train_steps.create_optimizer(config, steps_per_epoch, num_steps)
   rng = init_key(config.seed, 'student')
@@ -455,7 +477,7 @@ def train_student(run: Run, dataset: dataset_lib.Dataset,
       classifier.init(rng, dataset.image_shape[-1]), tx, term_states),
                                   run.mesh)
   step = train_steps.jit_train_step(method, classifier, tx, config, run.mesh,
-                                    terms)
+                                    terms, long_tail=long_tail)
   step_rng = jax.random.fold_in(rng, 1)
   stage = Stage(name=key,
                 directory=os.path.join(run.workdir, 'students', key),
@@ -507,6 +529,29 @@ def reconstruction_agreement(run: Run, dataset: dataset_lib.Dataset,
       dataset.eval_batches(split or run.config.dataset.eval_split,
                            run.config.eval_batch_size), run.mesh)
   return float(np.mean(np.argmax(logits, -1) == labels))
+
+
+def latent_displacement(run: Run, dataset: dataset_lib.Dataset,
+                        teachers: teachers_lib.Teachers, method: str,
+                        student: Trained, split: str | None = None) -> float:
+  """Mean ||z~ - E(x)|| of `method`'s explorations of `split` images with
+  the trained student: how far it moves from the data (to compare
+  exploration rules at equal step length)."""
+  teachers = teachers.replace(latents=None)
+  rng = jax.random.PRNGKey(run.config.seed)
+
+  @jax.jit
+  def distances(teachers, variables, images):
+    unit = image_ops.uint8_to_unit(images)
+    explored = train_steps.explore(method, student.classifier, variables,
+                                   teachers, {}, unit, rng, run.config)
+    return jnp.linalg.norm(explored - teachers.encode(unit), axis=-1)
+
+  values, _ = evaluation.predict(
+      lambda images: distances(teachers, student.variables, images),
+      dataset.eval_batches(split or run.config.dataset.eval_split,
+                           run.config.eval_batch_size), run.mesh)
+  return float(np.mean(values))
 
 
 def sample_rows(config: ml_collections.ConfigDict,
@@ -563,14 +608,15 @@ def plan(config: ml_collections.ConfigDict,
   """{stage name: steps} of every stage a run trains, in order."""
   planned = {'teacher_labeler': num_steps_and_epoch(
       dataset, 'teacher', config.teacher_labeler)[0]}
-  if (methods.generating(config.methods) and
+  if (needs_generator(config) and
       not config.teacher_generator.pretrained_checkpoint):
     planned['teacher_generator'] = num_steps_and_epoch(
         dataset, 'teacher', config.teacher_generator)[0]
   terms = train_steps.loss_terms(config, dataset.num_classes)
+  long_tail = long_tail_adjustment(config, dataset)
   for method in config.methods:
-    planned[train_steps.result_key(method, terms)] = num_steps_and_epoch(
-        dataset, 'student', config)[0]
+    planned[train_steps.result_key(method, terms, long_tail)] = (
+        num_steps_and_epoch(dataset, 'student', config)[0])
   return planned
 
 
@@ -626,7 +672,7 @@ def run_stages(run: Run, dataset: dataset_lib.Dataset, evaluate_all: bool = True
     run.record('teacher_labeler', evaluate(run, dataset, labeler))
 
   generator = None
-  if methods.generating(config.methods):
+  if needs_generator(config):
     generator = train_generator(run, dataset, labeler)
   teachers = frozen_teachers(run, dataset, labeler, generator)
   if generator is not None and evaluate_all:
@@ -637,7 +683,11 @@ def run_stages(run: Run, dataset: dataset_lib.Dataset, evaluate_all: bool = True
   for method in config.methods:
     key, students[method] = train_student(run, dataset, teachers, method)
     if evaluate_all:
-      run.record(key, evaluate(run, dataset, students[method]))
+      report = evaluate(run, dataset, students[method])
+      if methods.get(method).uses_generator:
+        report['latent_displacement'] = latent_displacement(
+            run, dataset, teachers, method, students[method])
+      run.record(key, report)
       logging.info('%s: %s', key, {k: v for k, v in run.results[key].items()
                                    if k != 'per_class'})
   return teachers, students

@@ -23,6 +23,7 @@ The student sees all images of the step in one pass, so its BatchNorm
 statistics are those of the mixture it is trained on.
 """
 
+import dataclasses
 from typing import Any, Callable, Sequence
 
 from flax import struct
@@ -65,6 +66,42 @@ class TrainState(struct.PyTreeNode):
   terms: Any = struct.field(default_factory=dict)
 
 
+@dataclasses.dataclass(frozen=True)
+class LongTailAdjustment:
+  """`config.long_tail_loss`: log priors added to the student's logits inside
+  its losses, so that training on long-tailed data fits the balanced
+  posterior (predictions use the plain logits).
+
+  The one-hot part is adjusted by the student's train split (logit
+  adjustment, Menon et al. 2021: tau * log pi, tau = 1 [paper]; Balanced
+  Softmax, Ren et al. 2020: log n). [ours] The distillation parts (real and
+  generated images) are adjusted by the prior of the data the labeler was
+  trained on: its soft labels p_T(y|x) carry that prior, so the student's
+  adjusted softmax(f + log pi_T) matches them exactly when f is the
+  balanced posterior; a labeler trained on balanced data needs (and gets)
+  no adjustment.
+  """
+  name: str
+  onehot_offset: tuple[float, ...]
+  distill_offset: tuple[float, ...]
+
+  @classmethod
+  def create(cls, name: str, student_counts, teacher_counts
+             ) -> 'LongTailAdjustment | None':
+    if name == 'none':
+      return None
+    if name not in losses.LONG_TAIL_LOSSES:
+      raise ValueError(f'long_tail_loss={name!r}; choose from '
+                       f'{losses.LONG_TAIL_LOSSES}.')
+    logs = []
+    for counts in (student_counts, teacher_counts):
+      counts = np.maximum(np.asarray(counts, np.float64), 1.0)
+      # log pi for logit adjustment, log n for Balanced Softmax.
+      logs.append(tuple(np.log(counts / counts.sum() if name ==
+                               'logit_adjusted' else counts).tolist()))
+    return cls(name, *logs)
+
+
 def loss_terms(config: ml_collections.ConfigDict,
                num_classes: int) -> tuple[Any, ...]:
   """Every loss term the config asks for, in LOSS_TERMS order."""
@@ -72,9 +109,12 @@ def loss_terms(config: ml_collections.ConfigDict,
                for term in make(config, num_classes))
 
 
-def result_key(method: str, terms: Sequence[Any] = ()) -> str:
-  """A student's name in results.json and students/: e.g. 'kd+emb_raw'."""
-  return '+'.join([method, *(term.name for term in terms)])
+def result_key(method: str, terms: Sequence[Any] = (),
+               long_tail: 'LongTailAdjustment | None' = None) -> str:
+  """A student's name in results.json and students/: e.g. 'kd+emb_raw',
+  'tgt_gradient+logit_adjusted'."""
+  return '+'.join([method, *([long_tail.name] if long_tail else []),
+                   *(term.name for term in terms)])
 
 
 def create_train_state(variables: dict[str, Any],
@@ -150,12 +190,18 @@ def _split(array: jax.Array, sizes: Sequence[int]) -> list[jax.Array]:
 def make_train_step(method_name: str, student: classifier_lib.Classifier,
                     tx: optax.GradientTransformation,
                     config: ml_collections.ConfigDict,
-                    terms: Sequence[Any] = ()) -> StepFn:
-  """The (unjitted) step of `method_name` with the given loss terms."""
+                    terms: Sequence[Any] = (),
+                    long_tail: LongTailAdjustment | None = None) -> StepFn:
+  """The (unjitted) step of `method_name` with the given loss terms and
+  long-tail adjustment."""
   method = methods.get(method_name)
   distill = config.distill
   alpha, temperature = distill.alpha, distill.temperature
   task_weight = 1.0 - sum(term.weight for term in terms)
+  onehot_offset = distill_offset = 0.0
+  if long_tail is not None:
+    onehot_offset = np.asarray(long_tail.onehot_offset, np.float32)
+    distill_offset = np.asarray(long_tail.distill_offset, np.float32)
 
   def step(state: TrainState, teachers, batch, rng):
     rng = jax.random.fold_in(rng, state.step)
@@ -172,8 +218,8 @@ def make_train_step(method_name: str, student: classifier_lib.Classifier,
     labeler_outputs = ([jax.lax.stop_gradient(teachers.label(x))
                         for x in images]
                        if method.uses_labeler or terms else None)
-    prepared = [term.prepare(state.terms[term.name], labeler_outputs, labels)
-                for term in terms]
+    prepared = [term.prepare(state.terms[term.name], teachers, images,
+                             labeler_outputs, labels) for term in terms]
 
     def objective(params):
       (logits, features), batch_stats = student.apply(
@@ -182,14 +228,15 @@ def make_train_step(method_name: str, student: classifier_lib.Classifier,
       logits = _split(logits, sizes)
       if method.soft_targets:
         task = losses.mixed_target_loss(labels, labeler_outputs[0][0],
-                                        logits[0], alpha, temperature)
+                                        logits[0], alpha, temperature,
+                                        onehot_offset, distill_offset)
       else:
-        task = losses.onehot_cross_entropy(labels, logits[0])
+        task = losses.onehot_cross_entropy(labels, logits[0] + onehot_offset)
       metrics = {'accuracy': jnp.mean(losses.top1_correct(labels, logits[0]))}
       if method.explore is not None:
         teacher_generated = labeler_outputs[1][0]
         generated_loss = losses.distillation_loss(
-            teacher_generated, logits[1], temperature)
+            teacher_generated, logits[1] + distill_offset, temperature)
         metrics.update(
             real_loss=task, generated_loss=generated_loss,
             generated_agreement=jnp.mean(
@@ -224,11 +271,13 @@ def make_train_step(method_name: str, student: classifier_lib.Classifier,
 def jit_train_step(method_name: str, student: classifier_lib.Classifier,
                    tx: optax.GradientTransformation,
                    config: ml_collections.ConfigDict, mesh,
-                   terms: Sequence[Any] = (), donate: bool = True) -> StepFn:
+                   terms: Sequence[Any] = (), donate: bool = True,
+                   long_tail: LongTailAdjustment | None = None) -> StepFn:
   """`make_train_step`, jitted over `mesh`: replicated state and outputs,
   the batch split along 'data'; the input state is donated unless told."""
   replicated = sharding.replicated(mesh)
-  return jax.jit(make_train_step(method_name, student, tx, config, terms),
+  return jax.jit(make_train_step(method_name, student, tx, config, terms,
+                                 long_tail),
                  out_shardings=(replicated, replicated),
                  donate_argnums=0 if donate else ())
 

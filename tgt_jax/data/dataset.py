@@ -88,6 +88,11 @@ class Dataset(abc.ABC):
   def student_class_counts(self) -> np.ndarray:
     """Train images per class in the student's subset."""
 
+  @property
+  @abc.abstractmethod
+  def teacher_class_counts(self) -> np.ndarray:
+    """Train images per class of the teachers' subset (the train split)."""
+
   @abc.abstractmethod
   def num_examples(self, subset: str) -> int:
     """Images in a train subset ('teacher' or 'student')."""
@@ -197,6 +202,10 @@ class InMemoryDataset(Dataset):
   def student_class_counts(self) -> np.ndarray:
     return np.bincount(self.train_labels[self.student_indices],
                        minlength=self.num_classes)
+
+  @property
+  def teacher_class_counts(self) -> np.ndarray:
+    return np.bincount(self.train_labels, minlength=self.num_classes)
 
   def _subset(self, subset: str) -> tuple[np.ndarray, np.ndarray]:
     check_subset(subset)

@@ -264,6 +264,10 @@ class StreamingDataset(dataset_lib.Dataset):
   def student_class_counts(self) -> np.ndarray:
     return self.train_class_counts
 
+  @property
+  def teacher_class_counts(self) -> np.ndarray:
+    return self.train_class_counts
+
   def num_examples(self, subset: str) -> int:
     dataset_lib.check_subset(subset)
     return int(self.sources['train'].count(0, 1))

@@ -1,20 +1,69 @@
 """Statistics over seeds, shared by every multi-run experiment.
 
-Kept free of absl flags so that any experiment module can import it.
+Kept free of absl flags so that any experiment module can import it. The
+verdict rule, used by every comparison in docs/results.md: two methods are
+compared on paired runs (the same seeds, hence the same teachers, data
+order and initialisation); the difference of each seed's metric is
+averaged, and a claim holds when the 95% confidence interval of that mean
+(Student t, n - 1 degrees of freedom) excludes 0.
 """
 
+import math
 from typing import Sequence
 
+from jax.scipy import special
 import numpy as np
 
 METRICS = ('overall', 'many', 'medium', 'few')
+CONFIDENCE = 0.95
+
+RULE = ('Every comparison is paired: the two methods ran with the same '
+        'seeds (the same teachers, data order and initialisation), and the '
+        'per-seed differences are averaged; the interval is the 95% '
+        'Student-t confidence interval of that mean (n - 1 degrees of '
+        'freedom; standard deviations are sample ones, ddof 1). A claim '
+        'holds when its interval excludes 0.')
+
+
+def t_quantile(probability: float, dof: int) -> float:
+  """The Student-t quantile, by bisection on its CDF (no SciPy needed)."""
+  def cdf(t):
+    tail = 0.5 * float(special.betainc(dof / 2, 0.5, dof / (dof + t * t)))
+    return 1.0 - tail if t > 0 else tail
+  low, high = -1e3, 1e3
+  for _ in range(200):
+    middle = (low + high) / 2
+    low, high = (middle, high) if cdf(middle) < probability else (low, middle)
+  return (low + high) / 2
 
 
 def metric_stats(values: Sequence[float]) -> dict:
-  """{'mean', 'std' (population, ddof 0), 'values'} of one metric."""
+  """{'mean', 'std' (sample, ddof 1; 0 for one value), 'values'}."""
   values = [float(v) for v in values]
-  return {'mean': float(np.mean(values)), 'std': float(np.std(values)),
-          'values': values}
+  std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+  return {'mean': float(np.mean(values)), 'std': std, 'values': values}
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict:
+  """Mean of a[i] - b[i] over seeds with its 95% t interval and verdict:
+  {'mean', 'low', 'high', 'n', 'holds' (the interval lies above 0),
+  'excludes_zero'}."""
+  differences = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+  n = len(differences)
+  if n < 2:
+    raise ValueError('A paired interval needs at least 2 seeds.')
+  mean = float(np.mean(differences))
+  half = t_quantile(0.5 + CONFIDENCE / 2, n - 1) * float(
+      np.std(differences, ddof=1)) / math.sqrt(n)
+  return {'mean': mean, 'low': mean - half, 'high': mean + half, 'n': n,
+          'holds': mean - half > 0, 'excludes_zero': not (
+              mean - half <= 0 <= mean + half)}
+
+
+def difference_cell(difference: dict) -> str:
+  """'+1.2 [+0.4, +2.0]' in points of percent."""
+  return (f'{100 * difference["mean"]:+.1f} [{100 * difference["low"]:+.1f}, '
+          f'{100 * difference["high"]:+.1f}]')
 
 
 def mean_std_cell(stats: dict) -> str:

@@ -502,9 +502,13 @@ class Encoder(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array,
-               train: bool) -> tuple[jax.Array, jax.Array]:
-    """Returns (z_mean, z_scale), each [N, latent_dim] float32, scale > 0."""
+  def __call__(self, x: jax.Array, train: bool,
+               with_features: bool = False):
+    """Returns (z_mean, z_scale), each [N, latent_dim] float32, scale > 0.
+
+    With `with_features`, also the backbone's pooled features [N, D] (the
+    hub module's `avepool_feat`), learnt without labels.
+    """
     backbone = resnet.create_resnet(
         self.depth, None, self.width_multiplier, self.small_image_stem,
         preactivation=True, dtype=self.dtype, name='backbone',
@@ -520,6 +524,8 @@ class Encoder(nn.Module):
                         name='head_out')(h).astype(jnp.float32)
     z_mean, z_scale_logit = jnp.split(gaussian, 2, axis=-1)
     z_scale = jax.nn.softplus(z_scale_logit) + MIN_LATENT_SCALE
+    if with_features:
+      return z_mean, z_scale, features
     return z_mean, z_scale
 
 
