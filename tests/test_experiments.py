@@ -16,6 +16,7 @@ from tgt_jax.experiments import grid
 from tgt_jax.experiments import long_tail_table
 from tgt_jax.experiments import results_doc
 from tgt_jax.experiments import sample_size
+from tgt_jax.experiments import seed_stats
 
 
 def _demo():
@@ -102,81 +103,96 @@ def test_multipliers_per_size_and_baseline():
 
 
 def test_sample_size_runs_every_size_for_the_same_steps():
-  configs = sample_size.variants([13, 34, 134], steps=850, methods=['kd'],
+  configs = sample_size.variants([13, 32, 126], steps=850, methods=['kd'],
                                  base=_demo())
-  assert list(configs) == ['n130', 'n340', 'n1340']
+  assert list(configs) == ['n130', 'n320', 'n1260']
   for name, config in configs.items():
     num_images = int(name[1:])
     assert config.long_tail.imbalance_factor == 1.0
     assert config.long_tail.max_count * 10 == num_images
     assert dataset_lib.steps_for_epochs(num_images, config.batch_size,
-                                     config.num_epochs) == 850
+                                        config.num_epochs) == 850
 
 
-def test_sweep_variants_share_the_demo_point():
-  specs = exploration_sweep.sweeps([0.0, 0.5], [0.25, 1.0], [1, 2])
-  configs = exploration_sweep.variants(specs, _demo())
-  assert set(configs) == {'sigma_0', 'sigma_0.5', 'step_size_0.25',
-                          'step_size_1', 'num_steps_1', 'num_steps_2'}
-  assert configs['sigma_0'].methods == ('tgt_random',)
-  assert configs['sigma_0'].exploration.sigma == 0.0
-  assert configs['num_steps_2'].exploration.num_steps == 2
-  # eta = 1 with one step is the same run in both gradient sweeps.
-  assert (configs['step_size_1'].to_json() ==
-          configs['num_steps_1'].to_json())
+def test_paired_statistics_and_intervals():
+  a, b = [0.90, 0.92, 0.91, 0.93], [0.88, 0.91, 0.90, 0.90]
+  difference = seed_stats.paired_difference(a, b)
+  deltas = np.subtract(a, b)
+  half = 3.182446 * np.std(deltas, ddof=1) / 2  # t(0.975, 3) * s / sqrt(4).
+  assert difference['mean'] == pytest.approx(np.mean(deltas))
+  assert difference['low'] == pytest.approx(np.mean(deltas) - half, rel=1e-4)
+  assert difference['holds'] and difference['excludes_zero']
+  assert not seed_stats.paired_difference([0.9, 0.8], [0.85, 0.85])['holds']
+  assert seed_stats.metric_stats([1.0, 2.0, 3.0])['std'] == pytest.approx(1.0)
+  with pytest.raises(ValueError, match='at least 2 seeds'):
+    seed_stats.paired_difference([1.0], [0.5])
 
 
-def test_long_tail_settings_and_table():
+def test_sweep_puts_both_directions_on_one_displacement_grid():
+  configs = exploration_sweep.variants([1.0, 4.0], _demo())
+  assert set(configs) == {f'{m}/{p}' for m in exploration_sweep.METHODS
+                          for p in ('base', 'D1', 'D4')}
+  assert configs['tgt_gradient/D4'].exploration.step_size == 4.0
+  assert configs['tgt_gradient/D4'].methods == ('tgt_gradient',)
+  # sigma * E||eps|| = D in the demo's 24-d latent (E||eps|| = 4.848).
+  sigma = configs['tgt_random/D4'].exploration.sigma
+  assert sigma * exploration_sweep.expected_norm(24) == pytest.approx(4.0)
+  assert exploration_sweep.expected_norm(24) == pytest.approx(4.848, abs=1e-3)
+  assert configs['tgt_random/base'].exploration.sigma == 0.5
+
+
+def test_long_tail_settings_losses_and_table():
   configs = long_tail_table.variants(_demo())
-  assert configs['if100'].long_tail.imbalance_factor == 100.0
-  assert long_tail_table.digits_lt_counts(configs['if100'])[-1] == 1
-  per_seed = {s: {m: _report(0.5 + 0.1 * i + 0.01 * s)
-                  for i, m in enumerate(('teacher_labeler',
-                                         *long_tail_table.METHODS))}
-              for s in (0, 1)}
-  summary = long_tail_table.summarize({'if50': per_seed})
+  assert set(configs) == {f'{s}/{l}' for s in ('if50', 'if100')
+                          for l in ('none', 'logit_adjusted',
+                                    'balanced_softmax')}
+  assert configs['if100/none'].long_tail.imbalance_factor == 100.0
+  assert configs['if50/balanced_softmax'].long_tail_loss == 'balanced_softmax'
+  assert long_tail_table.student_counts(configs['if100/none'])[-1] == 1
+
+  def report(value, seed):
+    return {**_report(value + 0.01 * seed), 'latent_displacement': 2.0}
+
+  results = {f'if50/{loss}': {
+      s: {long_tail_table.model_name(m, loss): report(0.5 + 0.1 * i, s)
+          for i, m in enumerate(long_tail_table.METHODS)} |
+         {'teacher_labeler': report(0.99, 0)}
+      for s in (0, 1, 2)} for loss in long_tail_table.LONG_TAIL_LOSSES}
+  summary = long_tail_table.summarize(long_tail_table.merge(results))
   info = {'command': 'CMD', 'date': 'DATE', 'machine': 'MACHINE'}
-  table = long_tail_table.table(summary, [0, 1], {'if50': [1] * 10}, info)
-  assert '| tgt_gradient | 90.5 ± 0.5 |' in table
+  table = long_tail_table.table(summary, [0, 1, 2], {'if50': [1] * 10}, info)
+  assert '| tgt_gradient | 81.0 ± 1.0 |' in table
+  assert '| tgt_gradient | onehot | +30.0 [+30.0, +30.0] |' in table
   assert 'CMD' in table and 'DATE' in table and 'MACHINE' in table
 
 
-def _stats(mean, std):
-  return {'mean': mean, 'std': std, 'values': [mean]}
+def _difference(mean, low, high):
+  return {'mean': mean, 'low': low, 'high': high, 'n': 5,
+          'holds': low > 0, 'excludes_zero': low > 0 or high < 0}
 
 
-def test_results_doc_verdicts_follow_the_numbers(tmp_path):
-  def models(tgt_few):
-    out = {m: {k: _stats(0.8, 0.01) for k in ('overall', 'many', 'medium',
-                                               'few')}
-           for m in ('teacher_labeler', 'onehot', 'kd', 'tgt_random')}
-    out['tgt_gradient'] = {k: _stats(0.8, 0.01) for k in ('overall', 'many',
-                                                          'medium')}
-    out['tgt_gradient']['few'] = _stats(tgt_few, 0.01)
-    return out
-
+def test_results_doc_verdicts_follow_the_intervals(tmp_path):
   root = tmp_path / 'workdirs'
   (root / 'long_tail_table').mkdir(parents=True)
-  result = {'summary': {'if50': models(0.9), 'if100': models(0.805)}}
+  paired = [
+      {'model': 'tgt_gradient', 'against': 'onehot', 'metric': 'few',
+       'difference': _difference(0.10, 0.05, 0.15)},
+      {'model': 'tgt_gradient', 'against': 'kd', 'metric': 'overall',
+       'difference': _difference(0.01, -0.01, 0.03)},
+      {'model': 'tgt_random', 'against': 'kd', 'metric': 'overall',
+       'difference': _difference(-0.02, -0.03, -0.01)}]
   (root / 'long_tail_table' / 'long_tail_table.json').write_text(
-      json.dumps(result))
+      json.dumps({'summary': {'if50': {'paired': paired}}}))
   (root / 'long_tail_table' / 'long_tail_table.md').write_text('TABLE')
-  (root / 'sample_size').mkdir()
-  (root / 'sample_size' / 'sample_size.json').write_text(json.dumps(
-      {'multipliers': {'kd': [
-          {'n': 130, 'multiplier': 2.0, 'relation': '='},
-          {'n': 1340, 'multiplier': 0.8, 'relation': '='}]}}))
-  (root / 'sample_size' / 'sample_size.md').write_text('SIZES')
-
   out = tmp_path / 'docs' / 'results.md'
   out.parent.mkdir()
   text = results_doc.build(str(root), str(out))
   assert out.read_text() == text
-  assert 'TABLE' in text and 'SIZES' in text
-  assert ('if50, tgt_gradient: overall +0.0 pts vs onehot (does not hold); '
-          'few +10.0 pts vs onehot (holds)') in text
-  assert 'if100, tgt_gradient: overall +0.0 pts vs onehot (does not hold); '\
-      'few +0.5 pts vs onehot (does not hold)' in text
-  assert ('vs kd: holds at [130], does not hold at [1340] images '
-          '(multiplier 2.00x at 130, 0.80x at 1340).') in text
-  assert 'Not run yet' in text  # The sweeps and the ablation.
+  assert 'TABLE' in text and seed_stats.RULE in text
+  assert ('- tgt_gradient vs onehot, few: +10.0 [+5.0, +15.0]: holds.'
+          in text)
+  assert ('- tgt_gradient vs kd, overall: +1.0 [-1.0, +3.0]: does not hold '
+          '(the interval contains 0).') in text
+  assert ('- tgt_random vs kd, overall: -2.0 [-3.0, -1.0]: reversed '
+          '(significantly worse).') in text
+  assert 'Not run yet' in text  # The other experiments.

@@ -1,152 +1,148 @@
-"""Embedding distillation on the digits demo: none vs raw vs compressed.
+"""Embedding distillation on the digits: which embedding, and compressed?
 
   python -m tgt_jax.experiments.embedding_ablation \
-      --workdir=workdirs/embedding_ablation --seeds=0,1,2
+      --workdir=workdirs/embedding_ablation --teacher_dir=workdirs/digits_lt
 
-trains kd and tgt_gradient students of configs/digits_lt.py with
-embedding_distill.mode none, raw (EAsT), compressed (Ding & Lerch) and
-random_projection (a fixed random g of the same size d_c), over the seeds,
-and writes WORKDIR/ablation.json ({model: {metric: {mean, std, values}}} and
-the per-seed results) and WORKDIR/ablation.md (mean ± std, the command).
-`--config=configs/digits_lt.py:quick` runs the quick config instead (a smoke
-test, not a result). `--methods` and `--modes` narrow the grid.
+trains `kd` and `tgt_gradient` students of the base config
+(configs/digits_lt.py) over the seeds (`--seeds`; docs/results.md ran 0, 1, 2)
+without an embedding term and with each embedding source ×
+`embedding_distill.mode`:
 
-Run (seed s, mode m) lives in WORKDIR/seed_<s>/<m>. The teachers are trained
-once, by the first run, and every other run restores them from its
-checkpoints (config.teacher_labeler.checkpoint and
-config.teacher_generator.checkpoint), so all runs share one labeler and one
-generator and the spread measures the students' seeds alone. Each run resumes
-what it finished before, so an interrupted ablation picks up where it
-stopped.
+- sources: the labeler's pooled pre-logit features (supervised) and the
+  BigBiGAN encoder's pooled backbone features (learnt without labels, the
+  setting Ding & Lerch proposed compression for);
+- modes: `raw` (EAsT), `compressed` (Ding & Lerch: a trained g to d_c) and
+  `random_projection` (ours: g fixed at its random initialisation).
+
+Every run restores the same teachers (`--teacher_dir`, or the first run's),
+so the spread measures the students. Writes WORKDIR/ablation.{json,md}: mean
+± std per model, and paired comparisons with 95% intervals
+(seed_stats.RULE): compressed against raw, against no embedding term and
+against a random projection of the same size, for each source and method.
 """
 
 import copy
-import os
 from typing import Any, Mapping, Sequence
 
 from absl import app
 from absl import flags
-from absl import logging
 import ml_collections
 
 from tgt_jax import embedding_distill
-from tgt_jax import evaluation
 from tgt_jax import train
 from tgt_jax.experiments import grid
 from tgt_jax.experiments import seed_stats
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('methods', ['kd', 'tgt_gradient'], 'Methods to compare.')
-flags.DEFINE_list('modes', ['none', 'raw', 'compressed', 'random_projection'],
-                  'embedding_distill.mode values to compare.')
+flags.DEFINE_list('sources', list(embedding_distill.SOURCES),
+                  'embedding_distill.source values.')
+flags.DEFINE_list('modes', ['raw', 'compressed', 'random_projection'],
+                  'embedding_distill.mode values (besides none).')
 
 METRICS = seed_stats.METRICS
-_TEACHER_STAGES = grid.TEACHER_STAGES
+NAME = 'ablation'
 
 
-def run_config(base: ml_collections.ConfigDict, methods: Sequence[str],
-               mode: str, seed: int) -> ml_collections.ConfigDict:
-  """The base config of one run of the grid."""
-  config = copy.deepcopy(base)
-  config.methods = tuple(methods)
-  config.seed = seed
-  config.embedding_distill.mode = mode
-  return config
+def model_name(method: str, source: str, mode: str) -> str:
+  """The results.json key: 'kd', 'kd+emb_raw', 'kd+emb_encoder_compressed'."""
+  if mode == 'none':
+    return method
+  return f'{method}+emb_{"" if source == "labeler" else source + "_"}{mode}'
 
 
-def run_ablation(workdir: str, seeds: Sequence[int], methods: Sequence[str],
-                 modes: Sequence[str], base: ml_collections.ConfigDict,
-                 teacher_dir: str | None = None) -> dict[int, dict]:
-  """Trains the grid; returns {seed: {model key: report}} over all modes.
-
-  `teacher_dir`: an earlier run's workdir whose teachers every run reuses;
-  None trains them in the first run of the grid.
-  """
-  first_run = os.path.join(workdir, f'seed_{seeds[0]}', modes[0])
-  per_seed = {}
-  for seed in seeds:
-    per_seed[seed] = {}
-    for mode in modes:
-      config = run_config(base, methods, mode, seed)
-      run_dir = os.path.join(workdir, f'seed_{seed}', mode)
-      if teacher_dir is not None or run_dir != first_run:
-        config = grid.share_teachers(config, teacher_dir or first_run)
-      logging.info('Ablation run: seed %d, mode %s, in %s.', seed, mode,
-                   run_dir)
-      results = train.train_and_evaluate(config, run_dir)
-      # The teachers are the same in every run: keep the first report.
-      for name, report in results.items():
-        per_seed[seed].setdefault(name, report)
-  return per_seed
+def variants(base: ml_collections.ConfigDict, methods: Sequence[str],
+             sources: Sequence[str], modes: Sequence[str]) -> dict[str, Any]:
+  """'none' and '<source>/<mode>' configs, each training every method."""
+  configs = {}
+  for source, mode in [('labeler', 'none')] + [
+      (s, m) for s in sources for m in modes]:
+    config = copy.deepcopy(base)
+    config.methods = tuple(methods)
+    config.embedding_distill.mode = mode
+    config.embedding_distill.source = source
+    configs['none' if mode == 'none' else f'{source}/{mode}'] = config
+  return configs
 
 
-def aggregate(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, dict]:
-  """{model: {metric: {'mean', 'std', 'values'}}} over seeds.
-
-  std is the population standard deviation (ddof 0), as
-  tgt_jax.experiments.multi_seed reports it. Scalars (such as
-  reconstruction_agreement) are left out: the table is about accuracies.
-  """
-  runs = list(per_seed.items())
-  names = [name for name, report in runs[0][1].items()
-           if evaluation.is_report(report)]
-  for seed, results in runs:
-    missing = [name for name in names if name not in results]
-    if missing:
-      raise ValueError(f'seed {seed} has no results for {missing}; rerun the '
-                       'ablation with the same flags to finish it.')
-  return {name: grid.model_stats(per_seed, name) for name in names}
+def merge(results: Mapping[str, Mapping[int, dict]]) -> dict[int, dict]:
+  """{seed: {model: report}} over all variants (their teachers are the
+  same)."""
+  merged = {}
+  for per_seed in results.values():
+    for seed, result in per_seed.items():
+      merged.setdefault(seed, {}).update(result)
+  return merged
 
 
-def _method_and_mode(name: str) -> tuple[str, str]:
-  """'kd+emb_raw' -> ('kd', 'raw'); 'kd' -> ('kd', 'none'); teachers: '-'."""
-  if name in _TEACHER_STAGES:
-    return '-', '-'
-  method, _, mode = name.partition('+emb_')
-  return method, mode or 'none'
+def summarize(per_seed: Mapping[int, Mapping[str, Any]],
+              methods: Sequence[str], sources: Sequence[str],
+              modes: Sequence[str]) -> dict:
+  """{'models': {model: stats}, 'paired': [rows]} (see module doc)."""
+  models = ['teacher_labeler'] + [
+      model_name(m, s, mode) for m in methods
+      for s, mode in [('labeler', 'none')] + [(s, x) for s in sources
+                                              for x in modes]]
+  comparisons = []
+  for method in methods:
+    for source in sources:
+      compressed = model_name(method, source, 'compressed')
+      for against_mode in ('raw', 'none', 'random_projection'):
+        if {'compressed', against_mode} <= set(modes) | {'none'}:
+          comparisons.append((compressed,
+                              model_name(method, source, against_mode)))
+      if 'raw' in modes:
+        comparisons.append((model_name(method, source, 'raw'), method))
+  return {'models': {m: grid.model_stats(per_seed, m) for m in models},
+          'paired': [{'model': a, 'against': b, 'metric': metric,
+                      'difference': grid.paired(per_seed, a, b, metric)}
+                     for a, b in comparisons for metric in ('overall',
+                                                            'few')]}
 
 
 def ablation_table(summary: Mapping[str, Any], seeds: Sequence[int],
                    info: Mapping[str, str]) -> str:
-  """Markdown: mean ± std in percent per model, with command/date/machine."""
+  """Markdown: mean ± std per model, then the paired comparisons."""
   lines = [
       grid.header('Embedding compression ablation', info),
-      f'Top-1 accuracy (%) on the balanced test split, mean ± std (ddof 0) '
-      f'over seeds {", ".join(str(s) for s in seeds)}.', '',
-      '| model | method | embedding | ' + ' | '.join(METRICS) + ' |',
-      '| --- | --- | --- |' + ' --- |' * len(METRICS)]
-  for name, stats in summary.items():
-    method, mode = _method_and_mode(name)
+      f'Top-1 accuracy (%) on the balanced test split, mean ± std (ddof 1) '
+      f'over seeds {", ".join(str(s) for s in seeds)}. `emb_<mode>`: the '
+      'labeler\'s embedding; `emb_encoder_<mode>`: the BigBiGAN encoder\'s '
+      '(learnt without labels).', '',
+      '| model | ' + ' | '.join(METRICS) + ' |',
+      '| --- |' + ' --- |' * len(METRICS)]
+  for name, stats in summary['models'].items():
     cells = ' | '.join(seed_stats.mean_std_cell(stats[m]) for m in METRICS)
-    lines.append(f'| {name} | {method} | {mode} | {cells} |')
+    lines.append(f'| {name} | {cells} |')
+  lines += ['', 'Paired differences, points, mean [95% interval] '
+            f'({seed_stats.RULE})', '',
+            '| model | vs | overall | few |', '| --- | --- | --- | --- |']
+  rows = {}
+  for row in summary['paired']:
+    rows.setdefault((row['model'], row['against']), {})[row['metric']] = (
+        seed_stats.difference_cell(row['difference']))
+  for (model, against), cells in rows.items():
+    lines.append(f'| {model} | {against} | {cells["overall"]} | '
+                 f'{cells["few"]} |')
   return '\n'.join(lines) + '\n'
-
-
-def _ordered(per_seed: Mapping[int, Mapping[str, Any]],
-             methods: Sequence[str], modes: Sequence[str]) -> dict:
-  """Rows grouped by method, modes in flag order, teachers first."""
-  order = list(_TEACHER_STAGES) + [
-      method if mode == 'none' else f'{method}+emb_{mode}'
-      for method in methods for mode in modes]
-  return {seed: {name: results[name] for name in order if name in results}
-          for seed, results in per_seed.items()}
 
 
 def main(argv):
   del argv
   train.quiet_orbax_logs()
   seeds = [int(s) for s in FLAGS.seeds]
-  info = grid.provenance()
   for mode in FLAGS.modes:
-    if mode not in embedding_distill.MODES:
+    if mode not in embedding_distill.MODES[1:]:
       raise app.UsageError(f'Unknown mode {mode!r} in --modes; choose from '
-                           f'{embedding_distill.MODES}.')
-  per_seed = run_ablation(FLAGS.workdir, seeds, FLAGS.methods, FLAGS.modes,
-                          grid.base_config(), FLAGS.teacher_dir)
-  per_seed = _ordered(per_seed, FLAGS.methods, FLAGS.modes)
-  summary = aggregate(per_seed)
+                           f'{embedding_distill.MODES[1:]}.')
+  info = grid.provenance()
+  configs = variants(grid.base_config(), FLAGS.methods, FLAGS.sources,
+                     FLAGS.modes)
+  per_seed = merge(grid.run_variants(configs, seeds, FLAGS.workdir,
+                                     FLAGS.teacher_dir))
+  summary = summarize(per_seed, FLAGS.methods, FLAGS.sources, FLAGS.modes)
   table = ablation_table(summary, seeds, info)
-  grid.write_outputs(FLAGS.workdir, 'ablation',
+  grid.write_outputs(FLAGS.workdir, NAME,
                      {**info, 'seeds': seeds, 'summary': summary,
                       'per_seed': {str(s): r for s, r in per_seed.items()}},
                      table)

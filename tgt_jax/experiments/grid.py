@@ -10,9 +10,12 @@ not the teachers. Every run resumes what it finished before, so an
 interrupted experiment picks up where it stopped when rerun with the same
 command.
 
-Each experiment writes WORKDIR/<name>.json (the command, date, machine, the
-per-seed results and their mean/std), WORKDIR/<name>.md and, where it has a
-plot, WORKDIR/<name>.png; `tgt_jax.experiments.results_doc` gathers them into
+Runs that choose a setting also evaluate on the validation split (carved
+from the train split; the test split is untouched), and choices read it
+alone. Each experiment writes WORKDIR/<name>.json (the command, date,
+machine, the per-seed results, their statistics and the paired comparisons,
+see seed_stats), WORKDIR/<name>.md and, where it has a plot,
+WORKDIR/<name>.png; `tgt_jax.experiments.results_doc` gathers them into
 docs/results.md.
 """
 
@@ -25,6 +28,7 @@ from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
+from tgt_jax import evaluate
 from tgt_jax import files
 from tgt_jax import provenance as provenance_lib
 from tgt_jax import train
@@ -39,7 +43,7 @@ flags.DEFINE_string(
     'teacher_dir', None,
     'Workdir of an earlier run of the same dataset config (e.g. the demo\'s) '
     'whose teachers every run restores; default: the first run trains them.')
-flags.DEFINE_list('seeds', ['0', '1', '2'], 'Student seeds.')
+flags.DEFINE_list('seeds', ['0', '1', '2', '3', '4'], 'Student seeds.')
 config_flags.DEFINE_config_file(
     'config', 'configs/digits_lt.py',
     'The experiment\'s base config, e.g. configs/digits_lt.py:quick (a smoke '
@@ -66,16 +70,29 @@ def share_teachers(config: ml_collections.ConfigDict,
   return config
 
 
+def validation_results(run_dir: str) -> dict[str, Any]:
+  """The run's models evaluated on the validation split (cached in
+  RUN_DIR/evaluation_val/results.json; computed once, read-only)."""
+  out = os.path.join(run_dir, 'evaluation_val')
+  cached = files.read_json(os.path.join(out, 'results.json'))
+  if cached is None:
+    cached = evaluate.evaluate_workdir(run_dir, 'val', out=out)
+  return cached
+
+
 def run_variants(variants: Mapping[str, ml_collections.ConfigDict],
                  seeds: Sequence[int], workdir: str,
                  teacher_dir: str | None = None,
-                 train_fn: Callable[..., dict] = train.train_and_evaluate
+                 train_fn: Callable[..., dict] = train.train_and_evaluate,
+                 with_validation: bool = False
                  ) -> dict[str, dict[int, dict]]:
   """Trains every (variant, seed); returns {variant: {seed: results}}.
 
   `teacher_dir`: where the teachers come from; None trains them in the
   first run and shares them from there. A variant whose config equals an
   earlier one's (a point two sweeps share) reuses that variant's runs.
+  `with_validation`: each run's results also hold 'val', its models'
+  reports on the validation split.
   """
   results = {}
   trained = {}  # Config JSON -> variant: identical variants train once.
@@ -94,17 +111,30 @@ def run_variants(variants: Mapping[str, ml_collections.ConfigDict],
       if teacher_dir is not None:
         run_config = share_teachers(run_config, teacher_dir)
       logging.info('Experiment run %s, seed %d, in %s.', name, seed, run_dir)
-      results[name][seed] = train_fn(run_config, run_dir)
+      results[name][seed] = dict(train_fn(run_config, run_dir))
+      if with_validation:
+        results[name][seed]['val'] = validation_results(run_dir)
       if teacher_dir is None:
         teacher_dir = run_dir
   return results
 
 
+def paired(per_seed: Mapping[int, Mapping[str, Any]], a: str, b: str,
+           metric: str = 'overall', other=None) -> dict:
+  """seed_stats.paired_difference of model `a` against model `b` (of the
+  same runs, or of `other`'s runs with the same seeds)."""
+  other = per_seed if other is None else other
+  seeds = sorted(set(per_seed) & set(other))
+  return seed_stats.paired_difference([per_seed[s][a][metric] for s in seeds],
+                                      [other[s][b][metric] for s in seeds])
+
+
 def model_stats(per_seed: Mapping[int, Mapping[str, Any]], model: str,
                 metrics: Sequence[str] = seed_stats.METRICS) -> dict:
-  """{metric: {'mean', 'std', 'values'}} of one model over the seeds."""
+  """{metric: {'mean', 'std', 'values'}} of one model over the seeds
+  (metrics it does not report are left out)."""
   return {m: seed_stats.metric_stats([r[model][m] for r in per_seed.values()])
-          for m in metrics}
+          for m in metrics if m in next(iter(per_seed.values()))[model]}
 
 
 provenance = provenance_lib.provenance

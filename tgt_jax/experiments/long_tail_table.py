@@ -1,22 +1,24 @@
-"""Section 4.1 at small scale: the long-tail table over seeds and settings.
+"""Section 4.1 at small scale: the long-tail table, with long-tail baselines.
 
   python -m tgt_jax.experiments.long_tail_table \
       --workdir=workdirs/long_tail_table --teacher_dir=workdirs/digits_lt
 
-trains `onehot`, `kd`, `tgt_random` and `tgt_gradient` students of
-configs/digits_lt.py on two long-tail versions of the bundled digits, over
-the seeds (default 0, 1, 2):
+trains `onehot`, `kd`, `tgt_random` and `tgt_gradient` students of the base
+config (configs/digits_lt.py) on two long-tail versions of the bundled
+digits, each with the plain losses and with each long-tail loss
+(`long_tail_loss`: logit adjustment, Menon et al. 2021; Balanced Softmax,
+Ren et al. 2020), over the seeds (default 0..4):
 
 - `if50`: the demo's subset, imbalance factor 50 (130 ... 3 images a class);
 - `if100`: [ours] a harder tail, imbalance factor 100 (130 ... 1 image a
   class; many = {0, 1}, medium = {2..5}, few = {6..9} with the demo's
   thresholds).
 
-Both settings share one labeler and one generator (trained on the full,
-balanced train split; the long-tail factor only changes the student's data).
-`--teacher_dir` reuses the teachers of an earlier run (e.g. the demo's
-workdir); without it the first run trains them. Writes
-WORKDIR/long_tail_table.{json,md,png}.
+All runs share one labeler and one generator (trained on the full train
+split; the long-tail factor only changes the student's data), from
+`--teacher_dir` (e.g. the demo's workdir) or the first run. Writes
+WORKDIR/long_tail_table.{json,md,png}: mean ± std per model, and paired
+comparisons with 95% intervals (seed_stats.RULE).
 """
 
 import copy
@@ -28,6 +30,7 @@ import matplotlib.pyplot as plt
 import ml_collections
 import numpy as np
 
+from tgt_jax import losses
 from tgt_jax import train
 from tgt_jax import visualize
 from tgt_jax.data import long_tail
@@ -38,53 +41,117 @@ FLAGS = flags.FLAGS
 
 NAME = 'long_tail_table'
 METHODS = ('onehot', 'kd', 'tgt_random', 'tgt_gradient')
+TGT = ('tgt_random', 'tgt_gradient')
 # Setting name -> imbalance factor. 50 is the demo's; 100 is [ours].
 SETTINGS = {'if50': 50.0, 'if100': 100.0}
+LONG_TAIL_LOSSES = losses.LONG_TAIL_LOSSES  # 'none' first.
+
+
+def model_name(method: str, loss: str) -> str:
+  """The results.json key of a method trained with a long-tail loss."""
+  return method if loss == 'none' else f'{method}+{loss}'
 
 
 def variants(base: ml_collections.ConfigDict) -> dict[str, Any]:
-  """One copy of the base config per long-tail setting."""
+  """One config per (setting, long-tail loss): '<setting>/<loss>'."""
   configs = {}
   for name, factor in SETTINGS.items():
-    config = copy.deepcopy(base)
-    config.methods = METHODS
-    config.long_tail.imbalance_factor = factor
-    configs[name] = config
+    for loss in LONG_TAIL_LOSSES:
+      config = copy.deepcopy(base)
+      config.methods = METHODS
+      config.long_tail.imbalance_factor = factor
+      config.long_tail_loss = loss
+      configs[f'{name}/{loss}'] = config
   return configs
 
 
-def summarize(results: Mapping[str, Mapping[int, dict]]) -> dict:
-  """{setting: {model: {metric: stats}, 'class_counts': ...}}."""
-  return {setting: {m: grid.model_stats(per_seed, m)
-                    for m in ('teacher_labeler', *METHODS)}
-          for setting, per_seed in results.items()}
+def merge(results: Mapping[str, Mapping[int, dict]]
+          ) -> dict[str, dict[int, dict]]:
+  """{setting: {seed: {model: report}}}: the losses' runs of a setting, one
+  results dict per seed (their teachers are the same)."""
+  merged = {}
+  for variant, per_seed in results.items():
+    setting = variant.split('/')[0]
+    for seed, result in per_seed.items():
+      merged.setdefault(setting, {}).setdefault(seed, {}).update(result)
+  return merged
+
+
+# The comparisons the verdicts read: (model, against, label).
+def comparisons() -> list[tuple[str, str]]:
+  pairs = [(m, b) for m in TGT for b in ('onehot', 'kd')]
+  for loss in LONG_TAIL_LOSSES[1:]:
+    pairs += [(m, model_name('onehot', loss)) for m in TGT]
+    pairs += [(model_name(m, loss), m) for m in ('onehot', *TGT)]
+  return pairs
+
+
+def summarize(merged: Mapping[str, Mapping[int, dict]]) -> dict:
+  """{setting: {'models': {model: {metric: stats}}, 'displacement':
+  {model: stats}, 'paired': [{model, against, metric, difference}]}}."""
+  summary = {}
+  for setting, per_seed in merged.items():
+    models = ['teacher_labeler'] + [model_name(m, loss)
+                                    for loss in LONG_TAIL_LOSSES
+                                    for m in METHODS]
+    summary[setting] = {
+        'models': {m: grid.model_stats(per_seed, m) for m in models},
+        'displacement': {
+            m: seed_stats.metric_stats(
+                [r[m]['latent_displacement'] for r in per_seed.values()])
+            for m in models if 'latent_displacement' in
+            next(iter(per_seed.values()))[m]},
+        'paired': [{'model': a, 'against': b, 'metric': metric,
+                    'difference': grid.paired(per_seed, a, b, metric)}
+                   for a, b in comparisons() for metric in ('overall',
+                                                            'few')]}
+  return summary
 
 
 def table(summary: Mapping[str, Any], seeds: Sequence[int],
           counts: Mapping[str, Sequence[int]], info: Mapping[str, str]) -> str:
-  """Markdown: one table per setting, mean ± std (%) over the seeds."""
+  """Markdown: per setting, mean ± std (%) and the paired comparisons."""
   lines = [grid.header('Long-tail table (Section 4.1 analogue)', info),
            f'Top-1 accuracy (%) on the balanced test split (40 images a '
-           f'class), mean ± std (ddof 0) over seeds '
-           f'{", ".join(map(str, seeds))}. Teachers shared by every run.']
-  for setting, models in summary.items():
+           f'class), mean ± std (ddof 1) over seeds '
+           f'{", ".join(map(str, seeds))}; teachers shared by every run. '
+           '`+logit_adjusted` / `+balanced_softmax`: trained with that '
+           'long-tail loss (train_steps.LongTailAdjustment). Displacement: '
+           'mean ||z~ - E(x)|| of the method\'s explorations of test '
+           'images.']
+  for setting, result in summary.items():
     lines += ['', f'### {setting}: imbalance factor {SETTINGS[setting]:g}, '
               f'student images per class {list(counts[setting])}', '',
-              '| model | ' + ' | '.join(seed_stats.METRICS) + ' |',
-              '| --- |' + ' --- |' * len(seed_stats.METRICS)]
-    for model, stats in models.items():
+              '| model | ' + ' | '.join(seed_stats.METRICS) +
+              ' | displacement |',
+              '| --- |' + ' --- |' * (len(seed_stats.METRICS) + 1)]
+    for model, stats in result['models'].items():
       cells = ' | '.join(seed_stats.mean_std_cell(stats[m])
                          for m in seed_stats.METRICS)
-      lines.append(f'| {model} | {cells} |')
+      moved = result['displacement'].get(model)
+      moved = f'{moved["mean"]:.2f}' if moved else '-'
+      lines.append(f'| {model} | {cells} | {moved} |')
+    lines += ['', f'Paired differences, points of accuracy, mean [95% '
+              f'interval] over the seeds ({seed_stats.RULE})', '',
+              '| model | vs | overall | few |', '| --- | --- | --- | --- |']
+    rows = {}
+    for row in result['paired']:
+      rows.setdefault((row['model'], row['against']), {})[row['metric']] = (
+          seed_stats.difference_cell(row['difference']))
+    for (model, against), cells in rows.items():
+      lines.append(f'| {model} | {against} | {cells["overall"]} | '
+                   f'{cells["few"]} |')
   return '\n'.join(lines) + '\n'
 
 
 def plot(summary: Mapping[str, Any], path: str) -> None:
-  """Grouped bars: accuracy per shot group and method, one panel a setting."""
+  """Grouped bars: accuracy per shot group and method, one panel a setting
+  (plain losses), with the sample standard deviation."""
   fig, axes = plt.subplots(1, len(summary), figsize=(5 * len(summary), 3.5),
                            squeeze=False)
   width = 0.8 / len(METHODS)
-  for ax, (setting, models) in zip(axes[0], summary.items()):
+  for ax, (setting, result) in zip(axes[0], summary.items()):
+    models = result['models']
     x = np.arange(len(seed_stats.METRICS))
     for i, method in enumerate(METHODS):
       means = [100 * models[method][m]['mean'] for m in seed_stats.METRICS]
@@ -99,7 +166,7 @@ def plot(summary: Mapping[str, Any], path: str) -> None:
   visualize.save_figure(fig, path)
 
 
-def digits_lt_counts(config) -> list[int]:
+def student_counts(config) -> list[int]:
   """Student images per class of a digits long-tail config."""
   return long_tail.exponential_class_counts(
       10, config.long_tail.max_count,
@@ -112,17 +179,18 @@ def main(argv):
   seeds = [int(s) for s in FLAGS.seeds]
   info = grid.provenance()
   configs = variants(grid.base_config())
-  results = grid.run_variants(configs, seeds, FLAGS.workdir,
-                              FLAGS.teacher_dir)
-  summary = summarize(results)
-  counts = {name: digits_lt_counts(config) for name, config in configs.items()}
+  merged = merge(grid.run_variants(configs, seeds, FLAGS.workdir,
+                                   FLAGS.teacher_dir))
+  summary = summarize(merged)
+  counts = {name: student_counts(configs[f'{name}/none'])
+            for name in SETTINGS}
+  markdown = table(summary, seeds, counts, info)
   grid.write_outputs(
       FLAGS.workdir, NAME,
       {**info, 'seeds': seeds, 'class_counts': counts, 'summary': summary,
-       'per_seed': results},
-      table(summary, seeds, counts, info))
+       'per_seed': merged}, markdown)
   plot(summary, f'{FLAGS.workdir}/{NAME}.png')
-  print(table(summary, seeds, counts, info))
+  print(markdown)
 
 
 if __name__ == '__main__':

@@ -4,14 +4,16 @@
       --workdir=workdirs/sample_size --teacher_dir=workdirs/digits_lt
 
 trains `onehot`, `kd` and `tgt_random` students of configs/digits_lt.py on
-balanced subsets of the digits' train split (default 13, 34, 67 and 134
-images a class: 10, 25, 50 and 100% of the smallest class), over the seeds,
+balanced subsets of the digits' train split (default 13, 32, 63 and 126
+images a class: 10, 25, 50 and 100% of the smallest class), over the seeds
+(`--seeds`; docs/results.md ran 0, 1, 2),
 and plots test accuracy against the number of real training images. The
 effective-sample-size multiplier of TGT over a baseline at n real images is
 n' / n, where n' is the number of real images at which the baseline's mean
 accuracy (interpolated linearly in log n between measured sizes) reaches
 TGT's mean accuracy at n; where TGT beats every baseline point, only the
-lower bound n_max / n is reported.
+lower bound n_max / n is reported. At every size, TGT is also compared with
+each baseline on paired runs (seed_stats.RULE).
 
 [ours] Every size trains for the same number of steps (about the demo's 850,
 config `--steps`) with the same warm-up (30 steps): a fixed epoch count would
@@ -33,9 +35,10 @@ import numpy as np
 from tgt_jax import train
 from tgt_jax import visualize
 from tgt_jax.experiments import grid
+from tgt_jax.experiments import seed_stats
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list('per_class', ['13', '34', '67', '134'],
+flags.DEFINE_list('per_class', ['13', '32', '63', '126'],
                   'Real training images per class, one subset each.')
 flags.DEFINE_integer('steps', 850, '[ours] Student steps at every size; 0 '
                      'keeps the base config\'s schedule (e.g. with :quick).')
@@ -103,6 +106,13 @@ def summarize(results: Mapping[str, Mapping[int, dict]],
           for subset, per_seed in results.items()}
 
 
+def paired(results: Mapping[str, Mapping[int, dict]],
+           baselines: Sequence[str], tgt_method: str) -> dict:
+  """{subset: {baseline: paired difference of TGT's overall accuracy}}."""
+  return {subset: {b: grid.paired(per_seed, tgt_method, b) for b in baselines}
+          for subset, per_seed in results.items()}
+
+
 def multipliers(summary: Mapping[str, Any], sizes: Sequence[int],
                 baselines: Sequence[str], tgt_method: str) -> dict:
   """{baseline: [{n, n_equivalent, relation, multiplier}]} per size."""
@@ -120,19 +130,25 @@ def multipliers(summary: Mapping[str, Any], sizes: Sequence[int],
   return out
 
 
-def table(summary, sizes, mults, methods, tgt_method, seeds, info) -> str:
-  """Markdown: accuracy per size and method, then the multipliers."""
+def table(summary, sizes, mults, methods, tgt_method, seeds, info,
+          differences) -> str:
+  """Markdown: accuracy per size and method, the paired differences, then
+  the multipliers."""
+  baselines = [m for m in methods if m != tgt_method]
   lines = [grid.header('Effective sample size (Section 4.2 analogue)', info),
            f'Overall top-1 accuracy (%) on the balanced test split, mean ± std '
-           f'(ddof 0) over seeds {", ".join(map(str, seeds))}; balanced '
+           f'(ddof 1) over seeds {", ".join(map(str, seeds))}; balanced '
            'subsets of the train split, every size trained for the same '
-           'number of steps.', '',
-           '| real images | ' + ' | '.join(methods) + ' |',
-           '| --- |' + ' --- |' * len(methods)]
+           f'number of steps. Last columns: {tgt_method} minus each baseline '
+           'on paired runs, points, mean [95% interval].', '',
+           '| real images | ' + ' | '.join(methods) + ' | ' + ' | '.join(
+               f'{tgt_method} - {b}' for b in baselines) + ' |',
+           '| --- |' + ' --- |' * (len(methods) + len(baselines))]
   for subset, n in zip(summary, sizes):
-    cells = ' | '.join(f'{100 * summary[subset][m]["mean"]:.1f} ± '
-                       f'{100 * summary[subset][m]["std"]:.1f}'
+    cells = ' | '.join(seed_stats.mean_std_cell(summary[subset][m])
                        for m in methods)
+    cells += ' | ' + ' | '.join(seed_stats.difference_cell(
+        differences[subset][b]) for b in baselines)
     lines.append(f'| {n} | {cells} |')
   lines += ['', f'Effective-sample-size multiplier of {tgt_method}: the real '
             'images the baseline needs to match it, divided by the real '
@@ -187,12 +203,14 @@ def main(argv):
   sizes = [NUM_CLASSES * c for c in per_class]
   summary = summarize(results, methods)
   mults = multipliers(summary, sizes, FLAGS.baselines, FLAGS.tgt_method)
+  differences = paired(results, FLAGS.baselines, FLAGS.tgt_method)
   markdown = table(summary, sizes, mults, methods, FLAGS.tgt_method, seeds,
-                   info)
+                   info, differences)
   grid.write_outputs(FLAGS.workdir, NAME,
                      {**info, 'seeds': seeds, 'sizes': sizes,
                       'steps': FLAGS.steps, 'summary': summary,
-                      'multipliers': mults, 'per_seed': results}, markdown)
+                      'paired': differences, 'multipliers': mults,
+                      'per_seed': results}, markdown)
   plot(summary, sizes, methods, f'{FLAGS.workdir}/{NAME}.png')
   print(markdown)
 
