@@ -62,6 +62,11 @@ def test_every_config_overrides_the_one_schema(name, arg):
     # The converted teachers are required, and say how to get them (random
     # data for timing, 'fake_data', does not make random teachers a run).
     assert any('pretrained_checkpoint' in e for e in errors), errors
+    keras = 'keras' in arg or (arg in ('', 'fake_data') and
+                               name != 'imagenet_lt')
+    if keras and 'fake_data' not in arg:
+      assert any('convert_keras_resnet --model=resnet' in e
+                 for e in errors), errors
     errors = [e for e in errors if 'pretrained_checkpoint' not in e and
               'init_checkpoint' not in e]
   assert not errors

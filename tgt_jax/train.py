@@ -125,6 +125,14 @@ def config_errors(config: ml_collections.ConfigDict, mesh) -> list[str]:
           'num_epochs=0 would leave G and E random. Convert BigBiGAN '
           '(docs/paper_scale.md) and set --config.teacher_generator.'
           'pretrained_checkpoint=DIR.')
+  if config.teacher_labeler.init_checkpoint is None:
+    errors.append(
+        'teacher_labeler.init_checkpoint is required by this config (its '
+        'labeler fine-tunes converted ImageNet weights): run `python -m '
+        'tgt_jax.convert_keras_resnet --model=resnet'
+        f'{config.teacher_labeler.depth} --output=DIR` and pass '
+        '--config.teacher_labeler.init_checkpoint=DIR, or choose '
+        '`:labeler=scratch` (docs/paper_scale.md, section 3).')
   for field in batch_fields:
     section, _, name = field.rpartition('.')
     value = (config[section] if section else config)[name]
