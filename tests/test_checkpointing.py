@@ -29,6 +29,21 @@ def _add_one(state, step):
   return {'w': w}, {'loss': jnp.sum(w)}
 
 
+def test_eta_prices_the_running_stage_at_its_own_rate():
+  """A slow stage after fast ones: the ETA uses the slow stage's rate for
+  its own steps, not the run's mean (which the fast stages inflate)."""
+  progress = training_loop.RunProgress(
+      {'labeler': 1000, 'student': 100, 'kd': 100})
+  progress.record('labeler', 1000, 1000, 10.0)  # 100 steps/s.
+  progress.done['student'] = 40  # Resumed: restored steps, not timed.
+  progress.record('student', 50, 10, 10.0)  # 1 step/s.
+  fraction, eta = progress.fraction_and_eta('student')
+  assert fraction == pytest.approx(1050 / 1200)
+  # 50 student steps at 1 step/s; 100 kd steps at the run's mean rate
+  # (1010 timed steps in 20 s).
+  assert eta == pytest.approx(50 / 1 + 100 / (1010 / 20))
+
+
 def test_corrupted_latest_checkpoint_falls_back_to_the_one_before(tmp_path):
   _run(tmp_path, _add_one, 2)  # Keeps steps 1 and 2.
   latest = tmp_path / '2'

@@ -51,20 +51,43 @@ def is_stage_complete(directory: str, num_steps: int) -> bool:
 class RunProgress:
   """Steps of every stage of a run, for its ETA.
 
-  `planned`: {stage name: steps} in the order the stages run. The ETA
-  assumes the remaining steps run at the run's mean rate so far (stages
-  differ in cost, so it is a rough guide).
+  `planned`: {stage name: steps} in the order the stages run. Stages differ
+  in cost by an order of magnitude (a labeler step against a gradient-
+  exploration step), so the ETA prices the running stage's remaining steps
+  at that stage's own rate and later stages at the run's mean rate so far: a
+  rough guide that sharpens as each stage runs.
   """
   planned: dict[str, int]
   done: dict[str, int] = dataclasses.field(default_factory=dict)
-  seconds: float = 0.0  # Spent on the steps counted in `done`.
+  # {stage: (steps, seconds)} of the steps this process ran (not those a
+  # resumed stage restored), for the rates.
+  timed: dict[str, tuple[int, float]] = dataclasses.field(
+      default_factory=dict)
 
-  def fraction_and_eta(self) -> tuple[float, Optional[float]]:
+  def record(self, stage: str, done: int, steps: int, seconds: float):
+    """`stage` reached step `done`, running `steps` steps in `seconds`."""
+    self.done[stage] = done
+    old_steps, old_seconds = self.timed.get(stage, (0, 0.0))
+    self.timed[stage] = (old_steps + steps, old_seconds + seconds)
+
+  def fraction_and_eta(self, stage: str) -> tuple[float, Optional[float]]:
+    """Fraction of the run's steps done, and seconds left (None: unknown)."""
     total = sum(self.planned.values())
-    done = sum(self.done.values())
-    rate = done / self.seconds if self.seconds > 0 and done else None
-    eta = (total - done) / rate if rate else None
-    return done / max(total, 1), eta
+    fraction = sum(self.done.values()) / max(total, 1)
+    steps = sum(n for n, _ in self.timed.values())
+    seconds = sum(t for _, t in self.timed.values())
+    if not steps or seconds <= 0:
+      return fraction, None
+    mean_rate = steps / seconds
+    stage_steps, stage_seconds = self.timed.get(stage, (0, 0.0))
+    stage_rate = (stage_steps / stage_seconds if stage_steps and
+                  stage_seconds > 0 else mean_rate)
+    names = list(self.planned)
+    later = names[names.index(stage) + 1:] if stage in names else []
+    stage_left = max(self.planned.get(stage, 0) - self.done.get(stage, 0), 0)
+    later_left = sum(max(self.planned[s] - self.done.get(s, 0), 0)
+                     for s in later)
+    return fraction, stage_left / stage_rate + later_left / mean_rate
 
 
 def _format_eta(seconds: Optional[float]) -> str:
@@ -160,8 +183,7 @@ def run(*, name: str, directory: str, state: Any,
             f'the last good checkpoint in {directory} is kept. Lower the '
             'learning rate or check the input data.')
       elapsed = time.perf_counter() - interval_start
-      progress.seconds += elapsed
-      progress.done[name] = done
+      progress.record(name, done, count, elapsed)
       scalars = {f'{name}/train/{k}': v for k, v in means.items()}
       scalars[f'{name}/steps_per_second'] = count / max(elapsed, 1e-9)
       line = ', '.join(f'{k}={v:.4g}' for k, v in sorted(means.items()))
@@ -175,7 +197,7 @@ def run(*, name: str, directory: str, state: Any,
         if best.offer(done, state, report):
           line += ' (best)'
       writer.write_scalars(done, scalars)
-      fraction, eta = progress.fraction_and_eta()
+      fraction, eta = progress.fraction_and_eta(name)
       logging.info('[%s] step %d/%d (%.1f steps/s): %s | run %.0f%%, ETA %s',
                    name, done, num_steps, count / max(elapsed, 1e-9), line,
                    100 * fraction, _format_eta(eta))
