@@ -110,7 +110,8 @@ def run_variants(variants: Mapping[str, ml_collections.ConfigDict],
       run_config.seed = seed
       if teacher_dir is not None:
         run_config = share_teachers(run_config, teacher_dir)
-      logging.info('Experiment run %s, seed %d, in %s.', name, seed, run_dir)
+      logging.info('Experiment run %sseed %d, in %s.',
+                   f'{name}, ' if name else '', seed, run_dir)
       results[name][seed] = dict(train_fn(run_config, run_dir))
       if with_validation:
         results[name][seed]['val'] = validation_results(run_dir)
