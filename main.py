@@ -19,6 +19,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from tgt_jax import cli
 from tgt_jax import run_guard
 from tgt_jax import train
 from tgt_jax.data import dataset
@@ -75,7 +76,7 @@ def parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  train.quiet_orbax_logs()
+  cli.quiet_orbax_logs()
   # TensorFlow is only an input-pipeline library here: keep it off the GPUs.
   try:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -90,12 +91,10 @@ def main(argv):
   workdir = FLAGS.workdir or default_workdir(FLAGS['config'].config_filename)
   logging.info('JAX process %d of %d, devices: %s', jax.process_index(),
                jax.process_count(), jax.devices())
-  try:
+  # Nothing is overwritten before any of these is raised.
+  with cli.exit_on(train.ConfigError, run_guard.ConfigMismatchError,
+                   dataset.DataUnavailableError):
     train.train_and_evaluate(FLAGS.config, workdir, overwrite=FLAGS.overwrite)
-  except (train.ConfigError, run_guard.ConfigMismatchError,
-          dataset.DataUnavailableError) as error:
-    # What the user must fix, without a traceback; nothing was overwritten.
-    sys.exit(f'FATAL: {error}')
 
 
 if __name__ == '__main__':

@@ -145,6 +145,17 @@ def tiny() -> TinySetup:
   return make_tiny_setup()
 
 
+def snapshot(directory):
+  """{relative path: bytes} of every file under `directory`."""
+  files = {}
+  for root, _, names in os.walk(directory):
+    for name in names:
+      path = os.path.join(root, name)
+      with open(path, 'rb') as f:
+        files[os.path.relpath(path, directory)] = f.read()
+  return files
+
+
 def tree_allclose(a, b, rtol: float = 0.0, atol: float = 0.0) -> bool:
   """Same structure and every leaf within tolerance (exact by default)."""
   if jax.tree.structure(a) != jax.tree.structure(b):

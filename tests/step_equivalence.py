@@ -11,14 +11,14 @@ jax is imported):
       jax.distributed.initialize as `main.py --multihost` does: each step on
       the mesh of all global devices, every process feeding its own rows.
 
-The step is built (train_steps.jit_train_step) and fed as training does (replicated state
-and teachers, each process's rows of the batch assembled into a global array
-split along 'data', replicated outputs). Process 0 (or the single process)
-writes OUT_DIR/arrays.npz: per method the initial state, the updated state
-and the metrics; every process writes OUT_DIR/input_<id>.npz, its rows of a
-batch read through the dataset interface. In 'devices' mode report.json also
-holds, per method, how well-conditioned the comparison is ('kinks', see
-`relu_inputs`).
+The step is built (train_steps.jit_train_step) and fed as training does
+(replicated state and teachers, each process's rows of the batch assembled
+into a global array split along 'data', replicated outputs). Process 0 (or
+the single process) writes OUT_DIR/arrays.npz: per method the initial state,
+the updated state and the metrics; every process writes
+OUT_DIR/input_<id>.npz, its rows of a batch read through the dataset
+interface. In 'devices' mode report.json also holds, per method, how well-
+conditioned the comparison is ('kinks', see `relu_inputs`).
 """
 
 import contextlib

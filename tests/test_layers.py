@@ -13,8 +13,8 @@ import conftest
 
 LAYERS = [
     # 0: building blocks.
-    ['files', 'provenance', 'image_ops', 'losses', 'exploration', 'sharding',
-     'visualize',
+    ['files', 'cli', 'provenance', 'image_ops', 'losses', 'exploration',
+     'sharding', 'visualize',
      'models.resnet', 'models.bigbigan', 'data.digits', 'data.long_tail',
      'data.image_folder', 'data.export_dragon_split',
      'data.assets.make_digits_npz'],

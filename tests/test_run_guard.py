@@ -5,27 +5,17 @@ import os
 
 import pytest
 
+import conftest
 from conftest import tiny_config
 from tgt_jax import run_guard
 from tgt_jax import train
-
-
-def _snapshot(directory):
-  """{relative path: bytes} of every file under `directory`."""
-  files = {}
-  for root, _, names in os.walk(directory):
-    for name in names:
-      path = os.path.join(root, name)
-      with open(path, 'rb') as f:
-        files[os.path.relpath(path, directory)] = f.read()
-  return files
 
 
 def test_workdir_refuses_a_different_config_and_changes_nothing(tmp_path):
   config = tiny_config()
   run_guard.claim_workdir(str(tmp_path), config, overwrite=False)
   (tmp_path / 'results.json').write_text('{"kd": 1}')
-  before = _snapshot(tmp_path)
+  before = conftest.snapshot(tmp_path)
 
   changed = tiny_config()
   changed.exploration.sigma = 2.0
@@ -34,7 +24,7 @@ def test_workdir_refuses_a_different_config_and_changes_nothing(tmp_path):
   message = str(error.value)
   assert 'exploration.sigma: 0.5 -> 2.0' in message
   assert '--overwrite' in message and '--workdir' in message
-  assert _snapshot(tmp_path) == before
+  assert conftest.snapshot(tmp_path) == before
 
 
 def test_fields_that_do_not_change_results_are_not_a_new_config(tmp_path):
@@ -99,7 +89,7 @@ def test_reused_teacher_ignores_seed_and_is_never_moved(tmp_path):
   config = tiny_config()
   fingerprint = run_guard.teacher_fingerprint(config, 'teacher_labeler')
   run_guard.claim_stage(stage, fingerprint, overwrite=False)
-  before = _snapshot(tmp_path)
+  before = conftest.snapshot(tmp_path)
 
   other_seed = tiny_config()
   other_seed.seed = 3
@@ -119,7 +109,7 @@ def test_reused_teacher_ignores_seed_and_is_never_moved(tmp_path):
       run_guard.claim_stage(
           stage, run_guard.teacher_fingerprint(wider, 'teacher_labeler'),
           overwrite=overwrite, reused=True)
-  assert _snapshot(tmp_path) == before
+  assert conftest.snapshot(tmp_path) == before
 
 
 @pytest.mark.integration
@@ -139,13 +129,13 @@ def test_pipeline_keeps_results_of_other_methods_and_refuses_changes(tmp_path):
   with open(os.path.join(workdir, 'results.json')) as f:
     assert set(json.load(f)) == set(results)
 
-  before = _snapshot(workdir)
+  before = conftest.snapshot(workdir)
   changed = config.copy_and_resolve_references()
   changed.distill.temperature = 4.0
   with pytest.raises(run_guard.ConfigMismatchError,
                      match='distill.temperature: 1.0 -> 4.0'):
     train.train_and_evaluate(changed, workdir)
-  assert _snapshot(workdir) == before
+  assert conftest.snapshot(workdir) == before
 
   rerun = train.train_and_evaluate(changed, workdir, overwrite=True)
   assert 'onehot' not in rerun  # Its result came from the old config.

@@ -38,16 +38,6 @@ def _config():
   return config
 
 
-def _snapshot(directory):
-  files = {}
-  for root, _, names in os.walk(directory):
-    for name in names:
-      path = os.path.join(root, name)
-      with open(path, 'rb') as f:
-        files[os.path.relpath(path, directory)] = f.read()
-  return files
-
-
 @pytest.fixture(scope='module')
 def workdir(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('run'))
@@ -75,11 +65,11 @@ def test_results_record_the_checkpoint_and_where_they_come_from(workdir):
 
 
 def test_evaluate_writes_results_and_changes_nothing(workdir, tmp_path):
-  before = _snapshot(workdir)
+  before = conftest.snapshot(workdir)
   test = evaluate.evaluate_workdir(workdir, 'test', out=str(tmp_path / 't'))
   val = evaluate.evaluate_workdir(workdir, 'val', methods=['kd'],
                                   out=str(tmp_path / 'v'))
-  assert _snapshot(workdir) == before  # Not a byte changed.
+  assert conftest.snapshot(workdir) == before  # Not a byte changed.
   recorded = _results(workdir)
   for name in ('teacher_labeler', *METHODS):  # The same checkpoints.
     assert test[name] == recorded[name]

@@ -14,11 +14,11 @@ takes each stage's newest) and writes nothing else.
 """
 
 import os
-import sys
 
 from absl import app
 from absl import flags
 
+from tgt_jax import cli
 from tgt_jax import evaluation
 from tgt_jax import provenance
 from tgt_jax import train
@@ -29,7 +29,7 @@ def evaluate_workdir(workdir: str, split: str = 'test', methods=None,
                      checkpoint=None, out: str | None = None) -> dict:
   """Evaluates and writes OUT/results.{json,md}; returns the results."""
   run, dataset = train.open_workdir(workdir, methods, split, checkpoint)
-  run.results['run_info'] = {**provenance.provenance(),
+  run.results['run_info'] = {**provenance.provenance(), 'split': split,
                              'evaluated': {'workdir': os.path.abspath(workdir),
                                            'split': split}}
   train.run_stages(run, dataset)
@@ -55,12 +55,11 @@ def define_flags():
 
 def main(argv):
   del argv
-  train.quiet_orbax_logs()
-  try:
-    results = evaluate_workdir(flags.FLAGS.workdir, flags.FLAGS.split, flags.FLAGS.methods,
-                               flags.FLAGS.checkpoint, flags.FLAGS.out)
-  except FileNotFoundError as error:
-    sys.exit(f'FATAL: {error}')
+  cli.quiet_orbax_logs()
+  values = flags.FLAGS
+  with cli.exit_on(FileNotFoundError):
+    results = evaluate_workdir(values.workdir, values.split, values.methods,
+                               values.checkpoint, values.out)
   print(evaluation.results_table(results))
 
 

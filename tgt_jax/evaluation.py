@@ -80,7 +80,10 @@ def is_report(value: Any) -> bool:
 
 
 def results_table(results: Mapping[str, Any]) -> str:
-  lines = ['| model | overall | many | medium | few |',
+  """Markdown: accuracy (%) by shot group of every model in `results`."""
+  split = results.get('run_info', {}).get('split', 'evaluation')
+  lines = [f'Accuracy (%) on the {split} split.', '',
+           '| model | overall | many | medium | few |',
            '| --- | --- | --- | --- | --- |']
   for name, report in results.items():
     if is_report(report):
@@ -90,6 +93,6 @@ def results_table(results: Mapping[str, Any]) -> str:
       lines.append(f'| {name} | {cells} |')
   if 'reconstruction_agreement' in results:
     lines.append('')
-    lines.append('Reconstruction agreement (labeler on G(E(x)) vs. label of x, '
-                 f'test split): {100 * results["reconstruction_agreement"]:.1f}%')
+    lines.append('Reconstruction agreement (labeler on G(E(x)) vs. label of '
+                 f'x): {100 * results["reconstruction_agreement"]:.1f}%')
   return '\n'.join(lines) + '\n'

@@ -33,6 +33,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from PIL import Image
 
+from tgt_jax import cli
 from tgt_jax import image_ops
 from tgt_jax import provenance
 from tgt_jax import train
@@ -177,16 +178,15 @@ def define_flags():
 
 def main(argv: Sequence[str]):
   del argv
-  train.quiet_orbax_logs()
+  cli.quiet_orbax_logs()
+  values = flags.FLAGS
   for name in ('workdir', 'method', 'out'):
-    if not flags.FLAGS[name].value:
+    if not values[name].value:
       sys.exit(f'FATAL: --{name} is required.')
-  try:
-    record = export_student(flags.FLAGS.workdir, flags.FLAGS.method, flags.FLAGS.out,
-                            flags.FLAGS.checkpoint)
-  except (FileNotFoundError, FileExistsError, ValueError) as error:
-    sys.exit(f'FATAL: {error}')
-  print(f'Wrote {flags.FLAGS.out}: {record["method"]} ({record["checkpoint"]}), '
+  with cli.exit_on(FileNotFoundError, FileExistsError, ValueError):
+    record = export_student(values.workdir, values.method, values.out,
+                            values.checkpoint)
+  print(f'Wrote {values.out}: {record["method"]} ({record["checkpoint"]}), '
         f'{record["num_classes"]} classes.')
 
 

@@ -10,12 +10,12 @@ training folders or the dataset name it) and its probability.
 """
 
 import csv
-import sys
 
 from absl import app
 from absl import flags
 import numpy as np
 
+from tgt_jax import cli
 from tgt_jax import export
 from tgt_jax.data import image_folder
 
@@ -59,11 +59,9 @@ def define_flags():
 def main(argv):
   del argv
   values = flags.FLAGS
-  try:
+  with cli.exit_on(FileNotFoundError, ValueError):
     rows = predict_folder(values.export, values.images, values.out,
                           values.batch_size)
-  except (FileNotFoundError, ValueError) as error:
-    sys.exit(f'FATAL: {error}')
   print(f'Wrote {len(rows)} predictions to {values.out}')
 
 

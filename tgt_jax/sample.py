@@ -10,12 +10,12 @@ G(z), z ~ N(0, I); every image titled with the teacher labeler's label.
 Reads checkpoints only (see tgt_jax.evaluate).
 """
 
-import sys
 
 from absl import app
 from absl import flags
 import numpy as np
 
+from tgt_jax import cli
 from tgt_jax import train
 from tgt_jax import visualize
 
@@ -58,13 +58,12 @@ def define_flags():
 
 def main(argv):
   del argv
-  train.quiet_orbax_logs()
-  try:
-    sample_workdir(flags.FLAGS.workdir, flags.FLAGS.out, flags.FLAGS.classes, flags.FLAGS.num,
-                   flags.FLAGS.prior, flags.FLAGS.methods)
-  except (FileNotFoundError, ValueError) as error:
-    sys.exit(f'FATAL: {error}')
-  print(f'Wrote {flags.FLAGS.out}')
+  cli.quiet_orbax_logs()
+  values = flags.FLAGS
+  with cli.exit_on(FileNotFoundError, ValueError):
+    sample_workdir(values.workdir, values.out, values.classes, values.num,
+                   values.prior, values.methods)
+  print(f'Wrote {values.out}')
 
 
 if __name__ == '__main__':

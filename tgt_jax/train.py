@@ -21,7 +21,6 @@ and the TensorBoard event files.
 """
 
 import dataclasses
-import logging as std_logging
 import os
 from typing import Any, Callable
 
@@ -72,23 +71,6 @@ def init_key(seed: int, role: str) -> jax.Array:
 def data_seed(seed: int, role: str) -> int:
   """The seed of a stage's data order and augmentation (students: seed)."""
   return seed + 1_000_000 * ROLES.index(role)
-
-
-class _QuietOrbax(std_logging.Filter):
-  """Orbax logs every save at INFO, and read-only restores at WARNING: keep
-  its other warnings and its errors."""
-
-  def filter(self, record):
-    if '/orbax/' not in record.pathname:
-      return True
-    return record.levelno >= std_logging.WARNING and (
-        'read only' not in record.getMessage() and
-        'read_only' not in record.getMessage())
-
-
-def quiet_orbax_logs() -> None:
-  """Call once from a program's main: keeps the log to our own progress."""
-  logging.get_absl_handler().addFilter(_QuietOrbax())
 
 
 # ---------------------------------------------------------------------------
@@ -711,7 +693,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   records where the results come from (`run_info`).
   """
   run, dataset = open_run(config, workdir, overwrite=overwrite)
-  run.record('run_info', provenance.provenance())
+  run.record('run_info', {**provenance.provenance(),
+                          'split': run.config.dataset.eval_split})
   monitoring.write_config(run.writer, run.config)
   teachers, students = run_stages(run, dataset)
   if teachers.generator is not None and jax.process_index() == 0:

@@ -15,7 +15,8 @@ device mesh; training, the benchmark and the tests all call it.
 One step, for a real batch (x, y) and labeler h, generator G:
 
     images   = [x]                      (+ G(z~) when the method explores)
-    loss     = l(f(x), target) + lambda * tau^2 CE(h(G(z~)) / tau, f(G(z~)) / tau)
+    loss     = l(f(x), target)
+               + lambda * tau^2 CE(h(G(z~)) / tau, f(G(z~)) / tau)
     objective = (1 - sum w_k) * loss + sum_k w_k * term_k   (loss terms)
 
 Only the student is differentiated: the teachers' outputs are fixed targets.

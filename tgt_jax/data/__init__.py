@@ -1,1 +1,2 @@
-"""Input data: the bundled digits, image folders, long-tail subsets and batching."""
+"""Input data: the bundled digits, image folders, long-tail subsets,
+batching."""

@@ -477,7 +477,8 @@ IMAGENET_LT_HOW_TO = (
 
 
 def load_imagenet_lt(dataset_config: ml_collections.ConfigDict,
-                     shot_config: ml_collections.ConfigDict) -> StreamingDataset:
+                     shot_config: ml_collections.ConfigDict
+                     ) -> StreamingDataset:
   """TFDS imagenet_lt: long-tail train split, 50,000-image balanced test."""
   builder = _tfds_builder('imagenet_lt', dataset_config, IMAGENET_LT_HOW_TO)
   class_names = tuple(builder.info.features['label'].names)

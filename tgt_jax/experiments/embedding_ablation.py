@@ -28,8 +28,8 @@ from absl import app
 from absl import flags
 import ml_collections
 
+from tgt_jax import cli
 from tgt_jax import embedding_distill
-from tgt_jax import train
 from tgt_jax.experiments import grid
 from tgt_jax.experiments import seed_stats
 
@@ -114,22 +114,13 @@ def ablation_table(summary: Mapping[str, Any], seeds: Sequence[int],
   for name, stats in summary['models'].items():
     cells = ' | '.join(seed_stats.mean_std_cell(stats[m]) for m in METRICS)
     lines.append(f'| {name} | {cells} |')
-  lines += ['', 'Paired differences, points, mean [95% interval] '
-            f'({seed_stats.RULE})', '',
-            '| model | vs | overall | few |', '| --- | --- | --- | --- |']
-  rows = {}
-  for row in summary['paired']:
-    rows.setdefault((row['model'], row['against']), {})[row['metric']] = (
-        seed_stats.difference_cell(row['difference']))
-  for (model, against), cells in rows.items():
-    lines.append(f'| {model} | {against} | {cells["overall"]} | '
-                 f'{cells["few"]} |')
+  lines += seed_stats.paired_table(summary['paired'])
   return '\n'.join(lines) + '\n'
 
 
 def main(argv):
   del argv
-  train.quiet_orbax_logs()
+  cli.quiet_orbax_logs()
   seeds = [int(s) for s in FLAGS.seeds]
   for mode in FLAGS.modes:
     if mode not in embedding_distill.MODES[1:]:

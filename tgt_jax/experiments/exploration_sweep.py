@@ -31,8 +31,8 @@ import matplotlib.pyplot as plt
 import ml_collections
 import numpy as np
 
+from tgt_jax import cli
 from tgt_jax import config_lib
-from tgt_jax import train
 from tgt_jax import visualize
 from tgt_jax.experiments import grid
 from tgt_jax.experiments import seed_stats
@@ -151,7 +151,7 @@ def plot(summary, displacements, path: str) -> None:
 
 def main(argv):
   del argv
-  train.quiet_orbax_logs()
+  cli.quiet_orbax_logs()
   seeds = [int(s) for s in FLAGS.seeds]
   displacements = [float(v) for v in FLAGS.displacements]
   info = grid.provenance()

@@ -30,8 +30,8 @@ import matplotlib.pyplot as plt
 import ml_collections
 import numpy as np
 
+from tgt_jax import cli
 from tgt_jax import losses
-from tgt_jax import train
 from tgt_jax import visualize
 from tgt_jax.data import long_tail
 from tgt_jax.experiments import grid
@@ -131,16 +131,7 @@ def table(summary: Mapping[str, Any], seeds: Sequence[int],
       moved = result['displacement'].get(model)
       moved = f'{moved["mean"]:.2f}' if moved else '-'
       lines.append(f'| {model} | {cells} | {moved} |')
-    lines += ['', f'Paired differences, points of accuracy, mean [95% '
-              f'interval] over the seeds ({seed_stats.RULE})', '',
-              '| model | vs | overall | few |', '| --- | --- | --- | --- |']
-    rows = {}
-    for row in result['paired']:
-      rows.setdefault((row['model'], row['against']), {})[row['metric']] = (
-          seed_stats.difference_cell(row['difference']))
-    for (model, against), cells in rows.items():
-      lines.append(f'| {model} | {against} | {cells["overall"]} | '
-                   f'{cells["few"]} |')
+    lines += seed_stats.paired_table(result['paired'])
   return '\n'.join(lines) + '\n'
 
 
@@ -175,7 +166,7 @@ def student_counts(config) -> list[int]:
 
 def main(argv):
   del argv
-  train.quiet_orbax_logs()
+  cli.quiet_orbax_logs()
   seeds = [int(s) for s in FLAGS.seeds]
   info = grid.provenance()
   configs = variants(grid.base_config())

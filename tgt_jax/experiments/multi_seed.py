@@ -19,8 +19,8 @@ from typing import Any, Mapping, Sequence
 from absl import app
 from absl import flags
 
+from tgt_jax import cli
 from tgt_jax import evaluation
-from tgt_jax import train
 from tgt_jax.experiments import grid
 from tgt_jax.experiments import seed_stats
 
@@ -68,7 +68,7 @@ def summary_table(summary: Mapping[str, Any], num_seeds: int) -> str:
 
 def main(argv):
   del argv
-  train.quiet_orbax_logs()
+  cli.quiet_orbax_logs()
   seeds = [int(s) for s in FLAGS.seeds]
   per_seed = run_seeds(grid.base_config(), seeds, FLAGS.workdir,
                        FLAGS.teacher_dir)

@@ -32,7 +32,7 @@ import matplotlib.pyplot as plt
 import ml_collections
 import numpy as np
 
-from tgt_jax import train
+from tgt_jax import cli
 from tgt_jax import visualize
 from tgt_jax.experiments import grid
 from tgt_jax.experiments import seed_stats
@@ -189,7 +189,7 @@ def plot(summary, sizes, methods, path: str) -> None:
 
 def main(argv):
   del argv
-  train.quiet_orbax_logs()
+  cli.quiet_orbax_logs()
   seeds = [int(s) for s in FLAGS.seeds]
   per_class = [int(c) for c in FLAGS.per_class]
   if per_class != sorted(per_class):

@@ -9,7 +9,7 @@ averaged, and a claim holds when the 95% confidence interval of that mean
 """
 
 import math
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from jax.scipy import special
 import numpy as np
@@ -64,6 +64,22 @@ def difference_cell(difference: dict) -> str:
   """'+1.2 [+0.4, +2.0]' in points of percent."""
   return (f'{100 * difference["mean"]:+.1f} [{100 * difference["low"]:+.1f}, '
           f'{100 * difference["high"]:+.1f}]')
+
+
+def paired_table(paired: Sequence[Mapping[str, Any]]) -> list[str]:
+  """Markdown lines: one row per (model, against) of `paired`
+  ({model, against, metric, difference} rows), overall and few columns."""
+  lines = ['', 'Paired differences, points of accuracy, mean [95% interval] '
+           f'over the seeds ({RULE})', '',
+           '| model | vs | overall | few |', '| --- | --- | --- | --- |']
+  cells = {}
+  for row in paired:
+    cells.setdefault((row['model'], row['against']), {})[row['metric']] = (
+        difference_cell(row['difference']))
+  for (model, against), cell in cells.items():
+    lines.append(f'| {model} | {against} | {cell["overall"]} | '
+                 f'{cell["few"]} |')
+  return lines
 
 
 def mean_std_cell(stats: dict) -> str:

@@ -1,1 +1,1 @@
-"""Networks: one ResNet for student, labeler and encoder; the BigBiGAN modules."""
+"""Networks: one ResNet (student, labeler, encoder); the BigBiGAN modules."""
