@@ -51,7 +51,8 @@ config_flags.DEFINE_config_file('config', None, 'Experiment config (required '
 flags.DEFINE_integer('steps', 30, 'Timed steps per method, after warm-up.')
 flags.DEFINE_integer('warmup_steps', 3, 'Untimed steps after compilation.')
 flags.DEFINE_list('gradient_steps', ['1', '2', '4'],
-                  'Exploration steps of the extra tgt_gradient variants.')
+                  'Exploration steps of the extra tgt_gradient variants '
+                  '(the config\'s own count is the tgt_gradient row).')
 flags.DEFINE_bool('input_only', False,
                   'Measure only the input pipeline (paper configs on CPU).')
 flags.DEFINE_string('table_from', None,
@@ -248,8 +249,11 @@ def run_benchmark(config, num_steps: int, warmup_steps: int,
       student.network, (1, student.image_size, student.image_size, channels),
       seed=4))
 
-  names = list(config.methods) + [f'tgt_gradient@{k}'
-                                  for k in gradient_steps]
+  # tgt_gradient at the config's own step count is already in the list.
+  default_steps = (config.exploration.num_steps
+                   if 'tgt_gradient' in config.methods else None)
+  names = list(config.methods) + [f'tgt_gradient@{k}' for k in gradient_steps
+                                  if k != default_steps]
   if cached_latents:
     names += [m + CACHED for m in ('tgt_random', 'tgt_gradient')
               if m in config.methods]
