@@ -111,6 +111,7 @@ test_checkpointing._run(sys.argv[1], test_checkpointing._add_one, 5)
 '''
 
 
+@pytest.mark.integration  # A killed subprocess; seconds of imports.
 def test_crash_during_a_save_leaves_the_previous_checkpoint(tmp_path):
   """A process killed inside orbax's save of step 3 (after writing, before
   committing) leaves step 2 usable; the rerun resumes from it and ends as an

@@ -406,6 +406,8 @@ def test_conversion_fails_loudly(small_checkpoint, change, message):
     convert_bigbigan.convert_variables(variables, config)
 
 
+# The command-line path end to end; `convert_variables` is tested above.
+@pytest.mark.integration
 def test_convert_module_writes_a_loadable_checkpoint(small_checkpoint,
                                                      tmp_path):
   config, variables, _ = small_checkpoint

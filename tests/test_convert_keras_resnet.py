@@ -189,6 +189,8 @@ def test_conversion_lists_every_problem(keras_resnet50):
          if not name.startswith('conv5')})
 
 
+# The command-line path end to end; the conversion is tested above.
+@pytest.mark.integration
 # Keras's own `save_weights` warns under numpy 2; not ours to fix.
 @pytest.mark.filterwarnings('ignore:__array__ implementation:'
                             'DeprecationWarning')

@@ -188,6 +188,7 @@ def test_teacher_loss_falls_when_g_trains(tiny):
   assert teacher_losses[-1] < 0.9 * teacher_losses[0], teacher_losses
 
 
+@pytest.mark.integration  # Tens of steps; one joint step is tested above.
 def test_pretraining_lowers_the_teacher_loss_then_g_stays_frozen(tiny):
   config, term, step, state = _setup(tiny, 'tgt_random', 'compressed',
                                      pretrain_steps=6,

@@ -20,6 +20,7 @@ def _write_png(path, value=128):
   Image.fromarray(np.full((8, 8), value, np.uint8)).save(path)
 
 
+@pytest.mark.e2e  # python main.py as a user runs it.
 def test_main_rejects_an_unknown_config_field(tmp_path):
   workdir = tmp_path / 'work'
   env = dict(os.environ, JAX_PLATFORMS='cpu')

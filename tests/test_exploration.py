@@ -69,7 +69,9 @@ def _independent_disagreement(tiny, temperature, labeler_gradient):
   return per_example
 
 
-@pytest.mark.parametrize('labeler_gradient', [True, False])
+@pytest.mark.parametrize('labeler_gradient', [
+    True,  # The default.
+    pytest.param(False, marks=pytest.mark.integration)])
 def test_gradient_exploration_follows_the_documented_rule(tiny,
                                                           labeler_gradient):
   eta = 1e-3

@@ -37,8 +37,16 @@ def _abstract_apply(model, *inputs, train=False):
 def _init_tiny_generator(**overrides):
   generator = bigbigan.Generator(**{**TINY_GENERATOR, **overrides})
   z = jax.random.normal(jax.random.PRNGKey(1), (2, generator.latent_dim))
-  variables = generator.init(jax.random.PRNGKey(0), z, train=False)
+  # Jitted, as every network call here: op-by-op dispatch would compile
+  # every layer on its own.
+  variables = jax.jit(lambda z: generator.init(jax.random.PRNGKey(0), z,
+                                               train=False))(z)
   return generator, variables, z
+
+
+def _eval_apply(module):
+  """`module.apply(variables, x, train=False)`, jitted."""
+  return jax.jit(lambda variables, x: module.apply(variables, x, train=False))
 
 
 def _path_exists(tree, path):
@@ -97,16 +105,17 @@ def test_resnet_trains_and_evaluates(preactivation):
                                small_image_stem=True,
                                preactivation=preactivation)
   images = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 1))
-  variables = model.init(jax.random.PRNGKey(1), images, train=False)
-  (logits, embedding), updates = model.apply(
-      variables, images, train=True, mutable=['batch_stats'])
+  variables = jax.jit(lambda x: model.init(jax.random.PRNGKey(1), x,
+                                           train=False))(images)
+  (logits, embedding), updates = jax.jit(lambda v, x: model.apply(
+      v, x, train=True, mutable=['batch_stats']))(variables, images)
   assert logits.shape == (4, 3) and embedding.shape == (4, 32)
   assert np.all(np.isfinite(logits))
   # Training must move the running statistics; eval must use them.
   old_stats = jax.tree_util.tree_leaves(variables['batch_stats'])
   new_stats = jax.tree_util.tree_leaves(updates['batch_stats'])
   assert any(not np.allclose(a, b) for a, b in zip(old_stats, new_stats))
-  eval_logits, _ = model.apply({**variables, **updates}, images, train=False)
+  eval_logits, _ = _eval_apply(model)({**variables, **updates}, images)
   assert np.all(np.isfinite(eval_logits))
   if preactivation:
     assert 'final_bn' in variables['params']
@@ -441,10 +450,11 @@ def test_tiny_generator_output_shape_and_range():
 
 def test_generator_uses_every_latent_chunk():
   generator, variables, z = _init_tiny_generator()
-  baseline = generator.apply(variables, z, train=False)
+  apply = _eval_apply(generator)
+  baseline = apply(variables, z)
   for chunk in range(3):
     changed_z = z.at[:, 4 * chunk:4 * (chunk + 1)].add(1.0)
-    changed = generator.apply(variables, changed_z, train=False)
+    changed = apply(variables, changed_z)
     assert not np.allclose(baseline, changed), f'chunk {chunk} is unused'
 
 
@@ -569,8 +579,9 @@ def test_encoder_shapes_and_positive_scale():
                              small_image_stem=True, latent_dim=12,
                              head_hidden=(16,))
   images = jax.random.normal(jax.random.PRNGKey(0), (3, 16, 16, 1))
-  variables = encoder.init(jax.random.PRNGKey(1), images, train=False)
-  z_mean, z_scale = encoder.apply(variables, images, train=False)
+  variables = jax.jit(lambda x: encoder.init(jax.random.PRNGKey(1), x,
+                                             train=False))(images)
+  z_mean, z_scale = _eval_apply(encoder)(variables, images)
   assert z_mean.shape == (3, 12) and z_scale.shape == (3, 12)
   assert z_mean.dtype == jnp.float32 and z_scale.dtype == jnp.float32
   assert np.all(z_scale > 0)
@@ -622,17 +633,18 @@ def test_sample_latent_is_mean_plus_scaled_noise():
                              z_mean + z_scale * noise, rtol=1e-6)
 
 
-@pytest.mark.parametrize('attention_resolution', [0, 8])
+@pytest.mark.parametrize('attention_resolution', [
+    0, pytest.param(8, marks=pytest.mark.integration)])
 def test_discriminator_scores(attention_resolution):
   discriminator = bigbigan.Discriminator(
       base_channels=4, channel_multipliers=(1, 2, 4), latent_hidden=(8, 8),
       joint_hidden=(16,), attention_resolution=attention_resolution)
   images = jax.random.normal(jax.random.PRNGKey(0), (3, 16, 16, 1))
   z = jax.random.normal(jax.random.PRNGKey(1), (3, 12))
-  variables = discriminator.init(jax.random.PRNGKey(2), images, z,
-                                 train=False)
-  scores, updates = discriminator.apply(variables, images, z, train=True,
-                                        mutable=['spectral'])
+  variables = jax.jit(lambda x, z: discriminator.init(
+      jax.random.PRNGKey(2), x, z, train=False))(images, z)
+  scores, updates = jax.jit(lambda v, x, z: discriminator.apply(
+      v, x, z, train=True, mutable=['spectral']))(variables, images, z)
   assert set(scores) == {'score_x', 'score_z', 'score_xz'}
   for score in scores.values():
     assert score.shape == (3,) and score.dtype == jnp.float32

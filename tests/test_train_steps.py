@@ -280,7 +280,10 @@ def test_long_tail_losses_against_their_formulas():
       labels, logits, prior)) == pytest.approx(expected, rel=1e-5)
 
 
-@pytest.mark.parametrize('name', ['logit_adjusted', 'balanced_softmax'])
+# Both losses against their formulas: test_losses.py; here, one in the step.
+@pytest.mark.parametrize('name', [
+    'logit_adjusted',
+    pytest.param('balanced_softmax', marks=pytest.mark.integration)])
 def test_long_tail_adjustment_in_the_step(name, tiny):
   """onehot: the one-hot CE of f + log prior of the student's split; kd:
   the distillation part adjusted by the labeler's training prior."""
