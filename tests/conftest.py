@@ -1,7 +1,10 @@
 """Shared fixtures and the test tiers.
 
 Tiers: the default run (`JAX_PLATFORMS=cpu pytest`) is the fast tier: unit
-tests on tiny models and in-memory data, a few minutes on 2 CPU cores.
+tests on tiny models and in-memory data, under 3 minutes on 2 CPU cores.
+pytest-xdist runs them on one worker per core (`-n auto` in pyproject.toml;
+`-n 0` runs them in this process, for a debugger), so no test may depend on
+another's files or on running first.
 Tests marked `integration` (whole stages, several processes, converters
 against real-size models) and `e2e` (python main.py as a user runs it) run
 with the one switch `--all-tiers`:

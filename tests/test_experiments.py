@@ -149,6 +149,10 @@ def test_long_tail_settings_losses_and_table():
   assert configs['if100/none'].long_tail.imbalance_factor == 100.0
   assert configs['if50/balanced_softmax'].long_tail_loss == 'balanced_softmax'
   assert long_tail_table.student_counts(configs['if100/none'])[-1] == 1
+  assert set(long_tail_table.variants(_demo(), ['if50'])) == {
+      k for k in configs if k.startswith('if50/')}
+  with pytest.raises(ValueError, match="'if10'"):
+    long_tail_table.variants(_demo(), ['if10'])
 
   def report(value, seed):
     return {**_report(value + 0.01 * seed), 'latent_displacement': 2.0}
@@ -195,4 +199,4 @@ def test_results_doc_verdicts_follow_the_intervals(tmp_path):
           '(the interval contains 0).') in text
   assert ('- tgt_random vs kd, overall: -2.0 [-3.0, -1.0]: reversed '
           '(significantly worse).') in text
-  assert 'Not run yet' in text  # The other experiments.
+  assert 'Not in this document' in text  # The other experiments.

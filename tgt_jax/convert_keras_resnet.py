@@ -333,7 +333,8 @@ def main(argv: Sequence[str]) -> None:
   flag_values = flags.FLAGS
   architecture = convert(flag_values.model, flag_values.output,
                          flag_values.weights, flag_values.num_classes)
-  info = pretrained.read_classifier_architecture(flag_values.output)
+  info = pretrained.read_architecture(flag_values.output,
+                                      pretrained.CLASSIFIER_FORMAT)
   counts = info['parameter_counts']
   print(f'ResNet-{architecture["depth"]}: {counts["params"]:,} parameters, '
         f'{counts["batch_stats"]:,} BatchNorm statistics, '

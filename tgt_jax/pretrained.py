@@ -192,13 +192,28 @@ def _write(directory: str, variables: Mapping[str, Any],
     f.write('\n')
 
 
-def _read(directory: str, checkpoint_format: str,
-          how_to_make: str) -> dict[str, Any]:
-  """DIR/architecture.json of a `checkpoint_format` checkpoint, or an error
-  saying how to make one."""
+# What to run when a checkpoint of each format is missing.
+_HOW_TO_MAKE = {
+    CHECKPOINT_FORMAT: (
+        'teacher_generator.pretrained_checkpoint must be a directory written '
+        'by `python -m tgt_jax.convert_bigbigan --module_dir=MODULE '
+        '--output=DIR` (see docs/paper_scale.md).'),
+    CLASSIFIER_FORMAT: (
+        'teacher_labeler.init_checkpoint must be a directory written by a '
+        'classifier converter, e.g. `python -m tgt_jax.convert_keras_resnet '
+        '--model=resnet50 --output=DIR` (see docs/paper_scale.md, section 3).'),
+}
+
+
+def read_architecture(directory: str,
+                      checkpoint_format: str = CHECKPOINT_FORMAT
+                      ) -> dict[str, Any]:
+  """DIR/architecture.json of a `checkpoint_format` checkpoint (BigBiGAN's
+  by default), or an error saying how to make one."""
   path = os.path.join(directory, ARCHITECTURE_FILE)
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'{path} not found: {how_to_make}')
+    raise FileNotFoundError(f'{path} not found: '
+                            f'{_HOW_TO_MAKE[checkpoint_format]}')
   with open(path) as f:
     info = json.load(f)
   if info.get('format') != checkpoint_format:
@@ -207,13 +222,23 @@ def _read(directory: str, checkpoint_format: str,
   return info
 
 
-def read_architecture(directory: str) -> dict[str, Any]:
-  """DIR/architecture.json, or a FileNotFoundError naming the converter."""
-  return _read(
-      directory, CHECKPOINT_FORMAT,
-      'teacher_generator.pretrained_checkpoint must be a directory written '
-      'by `python -m tgt_jax.convert_bigbigan --module_dir=MODULE '
-      '--output=DIR` (see docs/paper_scale.md).')
+def _restore_variables(directory: str) -> dict[str, Any]:
+  """The variable tree a converter saved under DIR/variables."""
+  checkpointer = ocp.StandardCheckpointer()
+  restored = checkpointer.restore(
+      os.path.join(os.path.abspath(directory), VARIABLES_DIR))
+  checkpointer.close()
+  return restored
+
+
+def _check_fit(variables: Any, abstract: Any, message: str) -> None:
+  """Raises ValueError(`message` and the first 50 misfits), if any."""
+  problems = shape_mismatches(variables, abstract)
+  if problems:
+    raise ValueError(
+        message + ':\n  ' + '\n  '.join(problems[:50]) +
+        (f'\n  ... and {len(problems) - 50} more' if len(problems) > 50
+         else ''))
 
 
 def load_pretrained_teacher_generator(
@@ -261,21 +286,13 @@ def load_pretrained_teacher_generator(
         "checkpoint's values (the paper-scale configs carry BigBiGAN's), or "
         'convert again for this architecture.')
 
-  checkpointer = ocp.StandardCheckpointer()
-  restored = checkpointer.restore(
-      os.path.join(os.path.abspath(directory), VARIABLES_DIR))
-  checkpointer.close()
+  restored = _restore_variables(directory)
   variables = {part: {'params': restored[part]['params'],
                       'batch_stats': restored[part].get('batch_stats', {})}
                for part in parts}
-  problems = shape_mismatches(variables,
-                              abstract_teacher_variables(gen_config, parts))
-  if problems:
-    raise ValueError(
-        f'The variables in {directory} do not fit the modules built from the '
-        'config:\n  ' + '\n  '.join(problems[:50]) +
-        (f'\n  ... and {len(problems) - 50} more' if len(problems) > 50
-         else ''))
+  _check_fit(variables, abstract_teacher_variables(gen_config, parts),
+             f'The variables in {directory} do not fit the modules built from '
+             'the config')
   modules = {}
   if 'generator' in parts:
     modules['generator'] = build.generator(gen_config, spectral_norm=False,
@@ -380,15 +397,6 @@ def save_classifier(directory: str, variables: Mapping[str, Any],
   _write(directory, variables, record)
 
 
-def read_classifier_architecture(directory: str) -> dict[str, Any]:
-  """DIR/architecture.json of a classifier checkpoint."""
-  return _read(
-      directory, CLASSIFIER_FORMAT,
-      'teacher_labeler.init_checkpoint must be a directory written by a '
-      'classifier converter, e.g. `python -m tgt_jax.convert_keras_resnet '
-      '--model=resnet50 --output=DIR` (see docs/paper_scale.md, section 3).')
-
-
 def load_classifier(directory: str,
                     labeler_config: ml_collections.ConfigDict,
                     num_classes: int) -> dict[str, Any]:
@@ -417,7 +425,7 @@ def load_classifier(directory: str,
     ValueError: listing every field that differs from the config (with the
       flags that fix it), or every variable that does not fit.
   """
-  info = read_classifier_architecture(directory)
+  info = read_architecture(directory, CLASSIFIER_FORMAT)
   saved = info['teacher_labeler']
   differences, fixes = [], []
   for field in CLASSIFIER_FIELDS:
@@ -440,20 +448,13 @@ def load_classifier(directory: str,
         ' '.join(fixes))
 
   checkpoint_classes = info['num_classes']
-  checkpointer = ocp.StandardCheckpointer()
-  restored = checkpointer.restore(
-      os.path.join(os.path.abspath(directory), VARIABLES_DIR))
-  checkpointer.close()
+  restored = _restore_variables(directory)
   variables = {'params': dict(restored['params']),
                'batch_stats': restored.get('batch_stats', {})}
-  problems = shape_mismatches(
-      variables, abstract_classifier_variables(saved, checkpoint_classes))
-  if problems:
-    raise ValueError(
-        f'The variables in {directory} do not fit the network its '
-        'architecture.json describes:\n  ' + '\n  '.join(problems[:50]) +
-        (f'\n  ... and {len(problems) - 50} more' if len(problems) > 50
-         else ''))
+  _check_fit(variables,
+             abstract_classifier_variables(saved, checkpoint_classes),
+             f'The variables in {directory} do not fit the network its '
+             'architecture.json describes')
   if num_classes != checkpoint_classes:
     logging.warning(
         'The pretrained classifier in %s has %d classes, the run %d: '

@@ -45,6 +45,8 @@ TGT = ('tgt_random', 'tgt_gradient')
 # Setting name -> imbalance factor. 50 is the demo's; 100 is [ours].
 SETTINGS = {'if50': 50.0, 'if100': 100.0}
 LONG_TAIL_LOSSES = losses.LONG_TAIL_LOSSES  # 'none' first.
+flags.DEFINE_list('settings', list(SETTINGS),
+                  f'Imbalance settings to run, of {list(SETTINGS)}.')
 
 
 def model_name(method: str, loss: str) -> str:
@@ -52,10 +54,15 @@ def model_name(method: str, loss: str) -> str:
   return method if loss == 'none' else f'{method}+{loss}'
 
 
-def variants(base: ml_collections.ConfigDict) -> dict[str, Any]:
+def variants(base: ml_collections.ConfigDict,
+             settings: Sequence[str] = tuple(SETTINGS)) -> dict[str, Any]:
   """One config per (setting, long-tail loss): '<setting>/<loss>'."""
+  unknown = sorted(set(settings) - set(SETTINGS))
+  if unknown:
+    raise ValueError(f'Unknown --settings {unknown}; known: {list(SETTINGS)}.')
   configs = {}
-  for name, factor in SETTINGS.items():
+  for name in settings:
+    factor = SETTINGS[name]
     for loss in LONG_TAIL_LOSSES:
       config = copy.deepcopy(base)
       config.methods = METHODS
@@ -169,12 +176,12 @@ def main(argv):
   cli.quiet_orbax_logs()
   seeds = [int(s) for s in FLAGS.seeds]
   info = grid.provenance()
-  configs = variants(grid.base_config())
+  configs = variants(grid.base_config(), FLAGS.settings)
   merged = merge(grid.run_variants(configs, seeds, FLAGS.workdir,
                                    FLAGS.teacher_dir))
   summary = summarize(merged)
   counts = {name: student_counts(configs[f'{name}/none'])
-            for name in SETTINGS}
+            for name in FLAGS.settings}
   markdown = table(summary, seeds, counts, info)
   grid.write_outputs(
       FLAGS.workdir, NAME,

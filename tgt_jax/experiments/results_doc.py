@@ -162,7 +162,11 @@ def build(workdir_root: str, out: str) -> str:
   for title, workdir, stem, verdict in EXPERIMENTS:
     base = os.path.join(workdir_root, workdir, stem)
     if not os.path.exists(base + '.json'):
-      sections.append(f'## {title}\n\nNot run yet: no {base}.json.\n')
+      sections.append(
+          f'## {title}\n\nNot in this document: {base}.json does not '
+          f'exist. Run `python -m tgt_jax.experiments.{workdir} '
+          f'--workdir={workdir_root}/{workdir} --teacher_dir=...`, then this '
+          'command.\n')
       continue
     with open(base + '.json') as f:
       result = json.load(f)
