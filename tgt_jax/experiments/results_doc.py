@@ -171,7 +171,9 @@ def build(workdir_root: str, out: str) -> str:
     with open(base + '.json') as f:
       result = json.load(f)
     with open(base + '.md') as f:
-      table = f.read().strip()
+      # The rule is stated once, above; the tables refer to it.
+      table = f.read().strip().replace(
+          f'({seed_stats.RULE})', '(the rule of every verdict, above)')
     section = [table, '', *verdict(result)]
     if os.path.exists(base + '.png'):
       os.makedirs(figure_dir, exist_ok=True)
