@@ -76,7 +76,13 @@ def long_tail_verdict(result: Mapping[str, Any]) -> list[str]:
            'one-hot training and standard distillation (the paper\'s '
            'headline: about 10% over the natural baseline on ImageNet-LT); '
            'and beside it, the long-tail baselines (logit adjustment, '
-           'Balanced Softmax).', '']
+           'Balanced Softmax).', '',
+           'Logit adjustment at tau = 1 and Balanced Softmax are the same '
+           'loss (log pi and log n differ by a constant, which the softmax '
+           'ignores; train_steps.LongTailAdjustment): their rows differ only '
+           'through floating-point rounding, amplified over training: any '
+           'gap between them is noise, a yardstick for the other '
+           'differences.', '']
   for setting, summary in result['summary'].items():
     lines.append(f'{setting}:')
     wanted = {(m, b) for m in ('tgt_random', 'tgt_gradient')
