@@ -295,15 +295,9 @@ def _validator(run: Run, dataset: dataset_lib.Dataset,
   """state -> accuracy report on the validation split (None without one)."""
   if not dataset.has_split('val'):
     return None
-  logits_fn = _logits_fn(classifier)
-
-  def validate(state):
-    variables = {'params': state.params, 'batch_stats': state.batch_stats}
-    logits, labels = evaluation.predict(
-        lambda images: logits_fn(variables, images),
-        dataset.eval_batches('val', run.config.eval_batch_size), run.mesh)
-    return evaluation.accuracy_report(labels, logits, dataset.shot_groups)
-  return validate
+  accuracy = _accuracy_fn(run, dataset, classifier, 'val')
+  return lambda state: accuracy({'params': state.params,
+                                 'batch_stats': state.batch_stats})
 
 
 def train_labeler(run: Run, dataset: dataset_lib.Dataset) -> Trained:
@@ -352,14 +346,14 @@ def train_generator(run: Run, dataset: dataset_lib.Dataset,
     modules = {'encoder': build.encoder(cfg, run.dtype),
                'generator': build.generator(cfg, spectral_norm=False,
                                             dtype=run.dtype)}
-    frozen = frozen.replace(encoder_network=modules['encoder'],
-                            generator_network=modules['generator'])
+    variables = None
+  frozen = frozen.replace(encoder_network=modules['encoder'],
+                          generator_network=modules['generator'])
+  if variables is None:
     variables, chosen = _train_generator(run, dataset, frozen)
     run.record('teacher_generator', chosen)
   return frozen.replace(
-      encoder_network=modules['encoder'],
       encoder=sharding.put_replicated(variables['encoder'], run.mesh),
-      generator_network=modules['generator'],
       generator=sharding.put_replicated(variables['generator'], run.mesh))
 
 
@@ -394,6 +388,8 @@ def _train_generator(run: Run, dataset: dataset_lib.Dataset,
                       lambda i: {'image': batches(i)['image']},
                       validate if dataset.has_split('val') else None)
   return generator_training.frozen_teacher_variables(state), chosen
+
+
 def caches_latents(config: ml_collections.ConfigDict,
                    dataset: dataset_lib.Dataset) -> bool:
   """Whether E(x) of the student images is computed once and kept.
@@ -418,9 +414,8 @@ def frozen_teachers(run: Run, dataset: dataset_lib.Dataset, labeler: Trained,
       labeler_network=labeler.classifier, labeler=labeler.variables)
   if (generator is not None and not run.read_only and
       caches_latents(run.config, dataset)):
-    latents, _ = evaluation.predict(
-        teachers_lib.encode_fn(teachers),
-        dataset.eval_batches('student', run.config.eval_batch_size), run.mesh)
+    latents, _ = _over_split(run, dataset, teachers_lib.encode_fn(teachers),
+                             'student')
     logging.info('Cached E(x) of the %d student images.', len(latents))
     teachers = teachers.replace(
         latents=sharding.put_replicated(jnp.asarray(latents), run.mesh))
@@ -491,33 +486,53 @@ def _logits_fn(classifier: classifier_lib.Classifier):
       variables, image_ops.uint8_to_unit(images))[0])
 
 
+def _over_split(run: Run, dataset: dataset_lib.Dataset, fn: Callable,
+                split: str | None = None):
+  """(fn of every image of `split`, labels); default: the config's
+  eval_split."""
+  return evaluation.predict(
+      fn, dataset.eval_batches(split or run.config.dataset.eval_split,
+                               run.config.eval_batch_size), run.mesh)
+
+
+def _accuracy_fn(run: Run, dataset: dataset_lib.Dataset,
+                 classifier: classifier_lib.Classifier,
+                 split: str | None = None) -> Callable[[Any], dict]:
+  """variables -> accuracy report of `classifier` on `split`, compiled once
+  for every call (validation calls it every `eval_every_steps`)."""
+  logits_fn = _logits_fn(classifier)
+
+  def accuracy(variables):
+    logits, labels = _over_split(
+        run, dataset, lambda images: logits_fn(variables, images), split)
+    return evaluation.accuracy_report(labels, logits, dataset.shot_groups)
+  return accuracy
+
+
 def evaluate(run: Run, dataset: dataset_lib.Dataset, model: Trained,
              split: str | None = None) -> dict:
   """Accuracy report of a classifier on `split` (default: the config's
   eval_split), with the checkpoint it came from."""
-  logits_fn = _logits_fn(model.classifier)
-  variables = model.variables
-  logits, labels = evaluation.predict(
-      lambda images: logits_fn(variables, images),
-      dataset.eval_batches(split or run.config.dataset.eval_split,
-                           run.config.eval_batch_size), run.mesh)
-  return {**evaluation.accuracy_report(labels, logits, dataset.shot_groups),
-          **model.chosen}
+  report = _accuracy_fn(run, dataset, model.classifier, split)(
+      model.variables)
+  return {**report, **model.chosen}
+
+
+@jax.jit
+def _reconstruction_logits(teachers: teachers_lib.Teachers, images):
+  """The labeler's logits on G(E(x)). At module level, so that the
+  generator's validation compiles it once, not at every evaluation."""
+  unit = image_ops.uint8_to_unit(images)
+  return teachers.label(teachers.generate(teachers.encode(unit)))[0]
 
 
 def reconstruction_agreement(run: Run, dataset: dataset_lib.Dataset,
                              teachers: teachers_lib.Teachers,
                              split: str | None = None) -> float:
   """Labeler accuracy on G(E(x)) of `split` images against the labels of x."""
-  @jax.jit
-  def logits_fn(teachers, images):
-    unit = image_ops.uint8_to_unit(images)
-    return teachers.label(teachers.generate(teachers.encode(unit)))[0]
-
-  logits, labels = evaluation.predict(
-      lambda images: logits_fn(teachers, images),
-      dataset.eval_batches(split or run.config.dataset.eval_split,
-                           run.config.eval_batch_size), run.mesh)
+  logits, labels = _over_split(
+      run, dataset, lambda images: _reconstruction_logits(teachers, images),
+      split)
   return float(np.mean(np.argmax(logits, -1) == labels))
 
 
@@ -537,10 +552,9 @@ def latent_displacement(run: Run, dataset: dataset_lib.Dataset,
                                    teachers, {}, unit, rng, run.config)
     return jnp.linalg.norm(explored - teachers.encode(unit), axis=-1)
 
-  values, _ = evaluation.predict(
-      lambda images: distances(teachers, student.variables, images),
-      dataset.eval_batches(split or run.config.dataset.eval_split,
-                           run.config.eval_batch_size), run.mesh)
+  values, _ = _over_split(
+      run, dataset,
+      lambda images: distances(teachers, student.variables, images), split)
   return float(np.mean(values))
 
 
