@@ -35,6 +35,7 @@ from PIL import Image
 
 from tgt_jax import cli
 from tgt_jax import image_ops
+from tgt_jax import pretrained
 from tgt_jax import provenance
 from tgt_jax import train
 from tgt_jax.data import image_folder
@@ -44,7 +45,8 @@ from tgt_jax.models import classifier as classifier_lib
 
 FORMAT = 'tgt_jax.export.v1'
 MODEL_FILE = 'model.json'
-VARIABLES_DIR = 'variables'
+# Where pretrained.restore_variables reads the variables back.
+VARIABLES_DIR = pretrained.VARIABLES_DIR
 # The student-section fields that rebuild the network and its input recipe.
 CLASSIFIER_FIELDS = ('depth', 'width_multiplier', 'small_image_stem',
                      'image_size', 'mean', 'std', 'channel_order',
@@ -153,16 +155,11 @@ def load(directory: str) -> Exported:
                      f'reads {FORMAT!r}.')
   classifier = build.classifier(
       ml_collections.ConfigDict(record['classifier']), record['num_classes'])
-  checkpointer = ocp.StandardCheckpointer()
-  variables = checkpointer.restore(
-      os.path.join(os.path.abspath(directory), VARIABLES_DIR))
-  checkpointer.close()
+  variables = pretrained.restore_variables(directory)
   return Exported(classifier=classifier,
                   variables=jax.tree.map(jnp.asarray, variables),
                   class_names=tuple(record['class_names']),
                   input=record['input'])
-
-
 
 
 def define_flags():

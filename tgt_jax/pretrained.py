@@ -222,8 +222,9 @@ def read_architecture(directory: str,
   return info
 
 
-def _restore_variables(directory: str) -> dict[str, Any]:
-  """The variable tree a converter saved under DIR/variables."""
+def restore_variables(directory: str) -> dict[str, Any]:
+  """The variable tree saved under DIR/variables (by a converter, or by
+  `tgt_jax.export`)."""
   checkpointer = ocp.StandardCheckpointer()
   restored = checkpointer.restore(
       os.path.join(os.path.abspath(directory), VARIABLES_DIR))
@@ -286,7 +287,7 @@ def load_pretrained_teacher_generator(
         "checkpoint's values (the paper-scale configs carry BigBiGAN's), or "
         'convert again for this architecture.')
 
-  restored = _restore_variables(directory)
+  restored = restore_variables(directory)
   variables = {part: {'params': restored[part]['params'],
                       'batch_stats': restored[part].get('batch_stats', {})}
                for part in parts}
@@ -448,7 +449,7 @@ def load_classifier(directory: str,
         ' '.join(fixes))
 
   checkpoint_classes = info['num_classes']
-  restored = _restore_variables(directory)
+  restored = restore_variables(directory)
   variables = {'params': dict(restored['params']),
                'batch_stats': restored.get('batch_stats', {})}
   _check_fit(variables,
