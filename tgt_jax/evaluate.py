@@ -24,7 +24,6 @@ from tgt_jax import provenance
 from tgt_jax import train
 
 
-
 def evaluate_workdir(workdir: str, split: str = 'test', methods=None,
                      checkpoint=None, out: str | None = None) -> dict:
   """Evaluates and writes OUT/results.{json,md}; returns the results."""

@@ -20,7 +20,6 @@ from tgt_jax import train
 from tgt_jax import visualize
 
 
-
 def sample_workdir(workdir: str, out: str, classes=None, num: int = 10,
                    prior: int = 0, methods=None) -> dict[str, np.ndarray]:
   """Writes the grid to `out`; returns its rows (unit-range images)."""

@@ -178,6 +178,8 @@ def run(*, name: str, directory: str, state: Any,
       if not math.isfinite(means['loss']):
         manager.wait_until_finished()
         manager.close()
+        if best is not None:
+          best.close()
         raise NonFiniteLossError(
             f'[{name}] non-finite loss {means["loss"]} at step {done}; '
             f'the last good checkpoint in {directory} is kept. Lower the '
