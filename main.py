@@ -4,7 +4,7 @@ Kept short on purpose: the logic lives in `tgt_jax.train`, importable and
 testable.
 
   python main.py --config=configs/digits_lt.py [--workdir=DIR]
-      [--config.<field>=<value> ...] [--overwrite]
+      [--config.<field>=<value> ...] [--overwrite] [--debug]
       [--multihost [--coordinator_address=HOST:PORT --num_processes=N
                     --process_id=I]]
 """
@@ -20,9 +20,8 @@ import jax
 from ml_collections import config_flags
 
 from tgt_jax import cli
-from tgt_jax import run_guard
+from tgt_jax import errors
 from tgt_jax import train
-from tgt_jax.data import dataset
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -57,20 +56,50 @@ def default_workdir(config_path: str) -> str:
   return os.path.join('workdirs', f'{name}_{argument}' if argument else name)
 
 
+def _config_path(argv) -> str:
+  return next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')),
+              'the config file')
+
+
 def parse_flags(argv):
-  """absl's parser, with a config field that does not exist made plain."""
+  """absl's parser, with every mistake in the command line made one line:
+  a config field that does not exist, a value of the wrong type, and the
+  errors a config file raises on its own arguments."""
   try:
     return FLAGS(argv)
   except (AttributeError, KeyError) as error:
     text = str(error).encode().decode('unicode_escape')
     names = re.findall(r"'([A-Za-z_][A-Za-z0-9_]*)'", text)
     hint = re.search(r'Did you mean "[^"]+" instead of "[^"]+"\?', text)
-    config_path = next((a.split('=', 1)[1] for a in argv
-                        if a.startswith('--config=')), 'the config file')
-    sys.exit(f'FATAL: unknown config field {names[0] if names else text!r} '
-             f'in a --config.<field> override; the fields are those set in '
-             f'{config_path}. {hint.group(0) if hint else ""} Check the '
-             'spelling and the section, e.g. --config.exploration.sigma.')
+    _exit(f'FATAL: {names[0] if names else text}: unknown config field in '
+          f'a --config.<field> override; the fields are those set in '
+          f'{_config_path(argv)}. {hint.group(0) if hint else ""} Check the '
+          'spelling and the section, e.g. --config.exploration.sigma.')
+  except flags.IllegalFlagValueError as error:
+    lines = cli.fatal_lines(error)
+    if lines:
+      _exit('\n'.join(lines))
+    found = re.match(r'flag --(config\.)?([\w.]+)=(.*?): (.*)', str(error),
+                     re.S)
+    if not found:
+      _exit(f'FATAL: {" ".join(str(error).split())}')
+    field, value, reason = found.group(2, 3, 4)
+    _exit(f'FATAL: {field}={value!r}: {" ".join(reason.split())}; pass a '
+          f'value of the type {_config_path(argv)} gives the field, e.g. an '
+          'integer for a count.')
+  except Exception as error:  # pylint: disable=broad-except
+    lines = cli.fatal_lines(error)
+    if not lines:
+      raise
+    _exit('\n'.join(lines))
+
+
+def _exit(message: str) -> None:
+  """Exits with `message`, or re-raises the error being handled in debug
+  mode (TGT_DEBUG=1 or --debug), to show its traceback."""
+  if errors.debug_enabled():
+    raise  # pylint: disable=misplaced-bare-raise
+  sys.exit(message)
 
 
 def main(argv):
@@ -91,9 +120,8 @@ def main(argv):
   workdir = FLAGS.workdir or default_workdir(FLAGS['config'].config_filename)
   logging.info('JAX process %d of %d, devices: %s', jax.process_index(),
                jax.process_count(), jax.devices())
-  # Nothing is overwritten before any of these is raised.
-  with cli.exit_on(train.ConfigError, run_guard.ConfigMismatchError,
-                   dataset.DataUnavailableError):
+  # Nothing is overwritten before any of the user's errors is raised.
+  with cli.exit_on():
     train.train_and_evaluate(FLAGS.config, workdir, overwrite=FLAGS.overwrite)
 
 

@@ -40,14 +40,16 @@ width, the BigBiGAN modules at small width, trained here (no download).
 import ml_collections
 
 from tgt_jax import config_lib
+from tgt_jax import errors
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   args = config_lib.parse_arg(arg, root='', size=32, channels=3, quick=False)
   if not args.root:
-    raise ValueError('configs/image_folder.py needs the folder: '
-                     '--config=configs/image_folder.py:root=DIR (with '
-                     'DIR/train/<class>/* and DIR/test/<class>/*).')
+    raise errors.ConfigError(
+        'root: configs/image_folder.py needs the folder; pass '
+        '--config=configs/image_folder.py:root=DIR (with '
+        'DIR/train/<class>/* and DIR/test/<class>/*).')
   config = config_lib.base_config()
   config.dataset.name = 'image_folder'
   config.dataset.root = args.root

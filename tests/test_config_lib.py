@@ -159,7 +159,7 @@ def test_parse_arg_types_and_errors():
                               quick=False, channels=3)
   assert (args.root, args.size, args.quick, args.channels) == ('/a/b', 64,
                                                                True, 3)
-  with pytest.raises(ValueError, match=r"Unknown config argument 'sise'.*"
+  with pytest.raises(ValueError, match=r"sise: unknown config argument.*"
                      r"\['channels', 'quick', 'root', 'size'\]"):
     config_lib.parse_arg('sise=3', root='', size=32, quick=False, channels=3)
   with pytest.raises(ValueError, match="size='big'"):

@@ -13,7 +13,7 @@ import conftest
 
 LAYERS = [
     # 0: building blocks.
-    ['files', 'cli', 'provenance', 'image_ops', 'losses', 'exploration',
+    ['errors', 'files', 'cli', 'provenance', 'image_ops', 'losses', 'exploration',
      'sharding', 'visualize',
      'models.resnet', 'models.bigbigan', 'data.digits', 'data.long_tail',
      'data.image_folder', 'data.export_dragon_split',

@@ -6,7 +6,17 @@ import logging as std_logging
 import sys
 from typing import Iterator
 
+from absl import flags
 from absl import logging
+
+from tgt_jax import errors
+
+# Every program accepts it (absl reads it wherever the program defines its
+# own flags); errors.debug_enabled also reads it from sys.argv, for the
+# errors raised while the flags themselves are parsed.
+flags.DEFINE_bool('debug', False,
+                  'Show the Python traceback of an error that is otherwise '
+                  'reported as one FATAL line (also: TGT_DEBUG=1).')
 
 
 class _QuietOrbax(std_logging.Filter):
@@ -26,12 +36,43 @@ def quiet_orbax_logs() -> None:
   logging.get_absl_handler().addFilter(_QuietOrbax())
 
 
+def _chain(error: BaseException | None) -> Iterator[BaseException]:
+  """`error` and the errors it was raised from or during (a config file's
+  error reaches us wrapped by absl's flag parser)."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    yield error
+    error = error.__cause__ or error.__context__
+
+
+def fatal_lines(error: BaseException) -> list[str] | None:
+  """'FATAL: ...' lines for an error the user fixes, else None."""
+  # The innermost: ml_collections re-raises a config file's error as a new
+  # one of the same type whose message is the whole traceback.
+  user = [cause for cause in _chain(error)
+          if isinstance(cause, errors.UserError)]
+  if user:
+    return [f'FATAL: {problem}' for problem in user[-1].problems]
+  for cause in _chain(error):
+    if isinstance(cause, OSError) and errors.disk_problem(cause):
+      return [f'FATAL: {errors.disk_problem(cause)}']
+  return None
+
+
 @contextlib.contextmanager
-def exit_on(*errors: type[BaseException]) -> Iterator[None]:
-  """Ends the program with 'FATAL: <message>' and no traceback on `errors`,
-  the ones whose message says what the user must fix (a traceback would
-  bury it); every other error keeps its traceback."""
+def exit_on(*other_errors: type[BaseException]) -> Iterator[None]:
+  """Ends the program with 'FATAL: <problem>' lines and no traceback on a
+  `errors.UserError`, a full or read-only disk, or `other_errors` (the
+  ones whose message says what the user must fix: a traceback would bury
+  it); every other error keeps its traceback, and so does every error
+  with TGT_DEBUG=1 or --debug."""
   try:
     yield
-  except errors as error:
-    sys.exit(f'FATAL: {error}')
+  except Exception as error:  # pylint: disable=broad-except
+    lines = fatal_lines(error)
+    if lines is None and isinstance(error, other_errors):
+      lines = [f'FATAL: {error}']
+    if lines is None or errors.debug_enabled():
+      raise
+    sys.exit('\n'.join(' '.join(line.split()) for line in lines))

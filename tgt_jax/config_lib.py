@@ -33,10 +33,14 @@ source, [ours] our choice (the paper's Table 6 values were not available to
 us).
 """
 
+import dataclasses
+import math
 from typing import Any
 
 import ml_collections
 from ml_collections import config_dict
+
+from tgt_jax import errors
 
 # Table 6 of the paper lists these rows; every paper config sets each one
 # with a comment naming its source.
@@ -294,23 +298,29 @@ def parse_arg(arg: str, **defaults: Any) -> ml_collections.ConfigDict:
   """Parses a config file's argument 'k1=v1,k2=v2' (or 'flag' for True).
 
   Every key must be one of `defaults`, whose values give the types; a bare
-  word sets a bool key to True. Raises a ValueError naming the known keys.
+  word sets a bool key to True. Raises a ConfigError naming the known keys.
   """
   result = ml_collections.ConfigDict(defaults)
   for item in filter(None, (part.strip() for part in arg.split(','))):
     key, has_value, text = item.partition('=')
     if key not in defaults:
-      raise ValueError(f'Unknown config argument {key!r} in {arg!r}; the '
-                       f'arguments are {sorted(defaults)}.')
+      raise errors.ConfigError(
+          f'{key}: unknown config argument in {arg!r}; the arguments are '
+          f'{sorted(defaults)} (e.g. --config=configs/<file>.py:'
+          f'{sorted(defaults)[0]}=...).')
     if not has_value:
       if not isinstance(defaults[key], bool):
-        raise ValueError(f'Config argument {key!r} needs a value: {key}=...')
+        raise errors.ConfigError(
+            f'{key}: the config argument needs a value; write {key}=...')
       result[key] = True
       continue
     try:
       result[key] = _parse_value(text, defaults[key])
     except ValueError as error:
-      raise ValueError(f'Config argument {key}={text!r}: {error}') from None
+      raise errors.ConfigError(
+          f'{key}={text!r}: {error}; write {key}=<a '
+          f'{type(defaults[key]).__name__}> in the config argument.'
+      ) from None
   return result
 
 
@@ -493,12 +503,197 @@ def consistency_errors(config: ml_collections.ConfigDict) -> list[str]:
   return errors
 
 
+# ---------------------------------------------------------------------------
+# Declared ranges: every numeric field of every config, checked in one place
+# (`range_errors`) before anything is read, trained or written.
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+  """The legal values of a numeric field: low <= v <= high (strict where
+  `*_open`); `integer` asks for an int; `derived`: None is legal (resolve
+  derives it, or it means 'off'). A tuple field checks each element."""
+  low: float | None = None
+  high: float | None = None
+  low_open: bool = False
+  high_open: bool = False
+  integer: bool = False
+  derived: bool = False
+
+  def contains(self, value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      return False
+    if self.integer and not isinstance(value, int):
+      return False
+    if not math.isfinite(value):
+      return False
+    if self.low is not None and (value <= self.low if self.low_open
+                                 else value < self.low):
+      return False
+    return self.high is None or (value < self.high if self.high_open
+                                 else value <= self.high)
+
+  def describe(self) -> str:
+    kind = 'an integer' if self.integer else 'a number'
+    bounds = []
+    if self.low is not None:
+      bounds.append(f'{">" if self.low_open else ">="} {self.low:g}')
+    if self.high is not None:
+      bounds.append(f'{"<" if self.high_open else "<="} {self.high:g}')
+    return f'{kind} {" and ".join(bounds)}'.strip()
+
+  def example(self) -> Any:
+    """A value outside the range (tests feed it to every field)."""
+    if self.low is not None:
+      return (self.low if self.low_open else self.low - 1) if self.integer \
+          else self.low - (0 if self.low_open else 0.5)
+    return self.high + 1
+
+
+# The smallest side any model here is built for: the generator's first
+# GBlock output (4x4 doubled) and the student's four stages on a 3x3/1 stem.
+MIN_IMAGE_SIZE = 8
+_COUNT = Range(low=1, integer=True)  # Batches, widths, intervals.
+_STEPS = Range(low=0, integer=True)
+_SEED = Range(low=0, integer=True)
+_POSITIVE = Range(low=0, low_open=True)  # Learning rates, epochs, scales.
+_NON_NEGATIVE = Range(low=0)  # Loss weights, noise scales.
+_FRACTION = Range(low=0, high=1)
+_OPEN_FRACTION = Range(low=0, high=1, low_open=True)  # (0, 1].
+_BETA = Range(low=0, high=1, high_open=True)  # Momenta, Adam betas.
+_IMAGE_SIZE = Range(low=MIN_IMAGE_SIZE, integer=True)
+_DERIVED_IMAGE_SIZE = dataclasses.replace(_IMAGE_SIZE, derived=True)
+_CLASSIFIER_RANGES = {
+    'depth': _COUNT, 'width_multiplier': _POSITIVE,
+    'image_size': _DERIVED_IMAGE_SIZE, 'batch_norm_epsilon': _POSITIVE,
+    'mean': Range(derived=True), 'std': Range(low=0, low_open=True,
+                                              derived=True)}
+_RECIPE_RANGES = {
+    'num_epochs': _POSITIVE, 'batch_size': _COUNT,
+    'peak_learning_rate': _POSITIVE, 'warmup_epochs': _NON_NEGATIVE,
+    'weight_decay': _NON_NEGATIVE, 'momentum': _BETA,
+    'decay_epochs': _NON_NEGATIVE, 'decay_factor': _OPEN_FRACTION}
+RANGES = {
+    'seed': _SEED,
+    **_RECIPE_RANGES,
+    **{f'student.{k}': v for k, v in _CLASSIFIER_RANGES.items()},
+    **{f'teacher_labeler.{k}': v for k, v in
+       {**_CLASSIFIER_RANGES, **_RECIPE_RANGES}.items()},
+    'dataset.image_size': _IMAGE_SIZE,
+    'dataset.channels': Range(low=1, high=3, integer=True),
+    'dataset.test_per_class': _COUNT,
+    'dataset.split_seed': _SEED,
+    'dataset.val_per_class': dataclasses.replace(_COUNT, derived=True),
+    'dataset.max_shift': dataclasses.replace(_STEPS, derived=True),
+    'dataset.shuffle_buffer': _COUNT,
+    'dataset.min_crop_area': _OPEN_FRACTION,
+    'dataset.eval_crop_fraction': _OPEN_FRACTION,
+    'dataset.fake_num_classes': Range(low=2, integer=True),
+    'dataset.fake_max_count': _COUNT,
+    'dataset.fake_imbalance_factor': Range(low=1),
+    'dataset.fake_test_per_class': _COUNT,
+    'dataset.fake_source_size': _COUNT,
+    'dataset.fake_seed': _SEED,
+    'long_tail.imbalance_factor': Range(low=1),
+    'long_tail.max_count': _STEPS,  # 0: the smallest class's size.
+    'long_tail.seed': _SEED,
+    'shot_groups.many_threshold': dataclasses.replace(_NON_NEGATIVE,
+                                                      derived=True),
+    'shot_groups.few_threshold': dataclasses.replace(_NON_NEGATIVE,
+                                                     derived=True),
+    'teacher_generator.image_size': _DERIVED_IMAGE_SIZE,
+    'teacher_generator.channels': Range(low=1, high=3, integer=True,
+                                        derived=True),
+    'teacher_generator.latent_dim': dataclasses.replace(_COUNT, derived=True),
+    'teacher_generator.base_channels': _COUNT,
+    'teacher_generator.channel_multipliers': dataclasses.replace(
+        _COUNT, derived=True),
+    'teacher_generator.embedding_dim': _COUNT,
+    'teacher_generator.attention_resolution': dataclasses.replace(
+        _STEPS, derived=True),  # 0: no attention.
+    'teacher_generator.encoder_image_size': _DERIVED_IMAGE_SIZE,
+    'teacher_generator.encoder_depth': _COUNT,
+    'teacher_generator.encoder_width_multiplier': _POSITIVE,
+    'teacher_generator.encoder_head_hidden': _COUNT,
+    'teacher_generator.discriminator_base_channels': _COUNT,
+    'teacher_generator.discriminator_channel_multipliers': dataclasses.replace(
+        _COUNT, derived=True),
+    'teacher_generator.discriminator_latent_hidden': _COUNT,
+    'teacher_generator.discriminator_joint_hidden': _COUNT,
+    # 0: no generator training (a converted or reused generator).
+    'teacher_generator.num_epochs': _NON_NEGATIVE,
+    'teacher_generator.batch_size': _COUNT,
+    'teacher_generator.learning_rate': _POSITIVE,
+    'teacher_generator.discriminator_learning_rate': _POSITIVE,
+    'teacher_generator.adam_b1': _BETA,
+    'teacher_generator.adam_b2': _BETA,
+    'teacher_generator.reconstruction_weight': _NON_NEGATIVE,
+    'teacher_generator.latent_reconstruction_weight': _NON_NEGATIVE,
+    'distill.temperature': _POSITIVE,
+    'distill.alpha': _FRACTION,
+    'distill.generated_weight': _NON_NEGATIVE,
+    'exploration.sigma': _NON_NEGATIVE,
+    'exploration.step_size': _NON_NEGATIVE,
+    'exploration.num_steps': _STEPS,
+    'exploration.init_sigma': _NON_NEGATIVE,
+    'embedding_distill.weight': _FRACTION,
+    'embedding_distill.compressed_dim': _COUNT,
+    'embedding_distill.pretrain_steps': _STEPS,
+    'embedding_distill.teacher_learning_rate': _POSITIVE,
+    'log_every_steps': _COUNT,
+    'checkpoint_every_steps': _COUNT,
+    'eval_every_steps': _STEPS,  # 0: only at the end.
+    'eval_batch_size': _COUNT,
+    'num_grid_samples': _COUNT,
+}
+
+
+def _leaves(config: ml_collections.ConfigDict, prefix: str = ''):
+  for key in config.keys():
+    value = config[key]
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from _leaves(value, f'{prefix}{key}.')
+    else:
+      yield f'{prefix}{key}', value
+
+
+def numeric_fields(config: ml_collections.ConfigDict) -> list[str]:
+  """Every field of `config` that holds (or may hold) numbers."""
+  out = []
+  for field, value in _leaves(config):
+    section, _, name = field.rpartition('.')
+    kind = (config[section] if section else config).get_type(name)
+    if ((kind in (int, float) and not isinstance(value, bool)) or
+        (isinstance(value, (tuple, list)) and value and
+         all(isinstance(v, (int, float)) and not isinstance(v, bool)
+             for v in value))):
+      out.append(field)
+  return out
+
+
+def range_errors(config: ml_collections.ConfigDict) -> list[str]:
+  """One line for every numeric field outside its declared range (RANGES),
+  naming the flag that sets it."""
+  problems = []
+  for field, value in _leaves(config):
+    declared = RANGES.get(field)
+    if declared is None or (value is None and declared.derived):
+      continue
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    if not all(declared.contains(v) for v in values):
+      what = 'each value ' if isinstance(value, (tuple, list)) else ''
+      problems.append(
+          f'{field}={value!r}: {what}must be {declared.describe()}; pass '
+          f'--config.{field}=<value> with such a value.')
+  return problems
+
+
 def check_consistency(config: ml_collections.ConfigDict) -> None:
-  """Raises a ValueError listing `consistency_errors`, if any."""
-  errors = consistency_errors(config)
-  if errors:
-    raise ValueError('Inconsistent config (set the fields named, or leave '
-                     'derived fields unset):\n  ' + '\n  '.join(errors))
+  """Raises a ConfigError listing `consistency_errors`, if any."""
+  problems = consistency_errors(config)
+  if problems:
+    raise errors.ConfigError(problems)
 
 
 def input_sizes(config: ml_collections.ConfigDict) -> str:

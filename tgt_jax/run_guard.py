@@ -24,6 +24,7 @@ from typing import Any
 from absl import logging
 import ml_collections
 
+from tgt_jax import errors
 from tgt_jax import files
 
 FINGERPRINT_FILE = 'config.json'
@@ -43,7 +44,7 @@ IGNORED_FIELDS = ('methods', 'log_every_steps', 'checkpoint_every_steps',
 _TEACHER_CONTEXT = ('dataset', 'seed')
 
 
-class ConfigMismatchError(ValueError):
+class ConfigMismatchError(errors.WorkdirError, ValueError):
   """A workdir or stage directory was written with a different config."""
 
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from tgt_jax import config_lib
 from tgt_jax import embedding_distill
+from tgt_jax import errors as errors_lib
 from tgt_jax import evaluation
 from tgt_jax import generator_training
 from tgt_jax import image_ops
@@ -89,6 +90,9 @@ def needs_generator(config: ml_collections.ConfigDict) -> bool:
 
 def config_errors(config: ml_collections.ConfigDict, mesh) -> list[str]:
   """Every problem of a resolved config, naming the fields."""
+  errors = config_lib.range_errors(config)
+  if errors:  # The checks below assume values in range.
+    return errors
   errors = config_lib.consistency_errors(config)
   if not config.methods:
     errors.append('config.methods is empty: name at least one of '
@@ -150,15 +154,14 @@ def config_errors(config: ml_collections.ConfigDict, mesh) -> list[str]:
   return errors
 
 
-class ConfigError(ValueError):
-  """The config cannot run; the message lists every problem by field."""
+ConfigError = errors_lib.ConfigError  # The config cannot run, by field.
 
 
 def validate(config: ml_collections.ConfigDict, mesh) -> None:
   """Raises one ConfigError listing every problem of a resolved config."""
-  errors = config_errors(config, mesh)
-  if errors:
-    raise ConfigError('The config cannot run:\n  ' + '\n  '.join(errors))
+  problems = config_errors(config, mesh)
+  if problems:
+    raise ConfigError(problems)
 
 
 # ---------------------------------------------------------------------------

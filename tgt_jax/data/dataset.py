@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from tgt_jax import errors
 from tgt_jax import sharding
 
 SUBSETS = ('teacher', 'student')
@@ -35,9 +36,8 @@ EVAL_SPLITS = ('test', 'val', 'student')
 Batch = dict[str, np.ndarray]
 
 
-class DataUnavailableError(FileNotFoundError):
-  """The data a config names are not on disk; the message says how to get
-  them."""
+# The data a config names are not on disk; the message says how to get them.
+DataUnavailableError = errors.DataUnavailableError
 
 BatchFn = Callable[[int], Batch]
 

@@ -10,6 +10,8 @@ import io
 
 import numpy as np
 
+from tgt_jax import errors
+
 # The file stores the source's block counts (0..16); see assets/NOTICE.md.
 _ASSET_MAX_VALUE = 16
 
@@ -41,7 +43,10 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
 
 def split_train_test(labels: np.ndarray,
                      test_per_class: int,
-                     split_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                     split_seed: int = 0,
+                     field: str = 'dataset.test_per_class',
+                     class_names: tuple[str, ...] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
   """Splits example indices into train and a class-balanced test set.
 
   Every class 0..max(labels) gets exactly test_per_class test examples, so
@@ -54,6 +59,9 @@ def split_train_test(labels: np.ndarray,
     test_per_class: number of test examples per class, at least 1.
     split_seed: non-negative seed of the random choice; the same labels,
       test_per_class and split_seed always give the same split.
+    field: the config field that sets test_per_class, named by the error
+      (the validation split is carved by the same function).
+    class_names: names of the classes, for the error (default: indices).
 
   Returns:
     (train_indices, test_indices): sorted int64 arrays of indices into labels,
@@ -81,11 +89,12 @@ def split_train_test(labels: np.ndarray,
   for class_index in range(num_classes):
     class_indices = np.flatnonzero(labels == class_index)
     if class_indices.size <= test_per_class:
-      raise ValueError(
-          f'Class {class_index} has {class_indices.size} examples, but a '
-          f'test split of {test_per_class} per class needs more than '
-          f'{test_per_class} (at least one must stay for training). Lower '
-          'test_per_class.')
+      name = class_names[class_index] if class_names else class_index
+      raise errors.DataError(
+          f'{field}={test_per_class}: class {name} has {class_indices.size} '
+          f'example(s), but holding out {test_per_class} a class needs more '
+          f'than {test_per_class} (at least one must stay for training); '
+          f'lower --config.{field} or add images of class {name}.')
     # A generator per class, keyed by (seed, class), makes one class's split
     # independent of how many examples the other classes have.
     rng = np.random.default_rng([split_seed, class_index])

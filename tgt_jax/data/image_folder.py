@@ -20,6 +20,8 @@ import numpy as np
 from PIL import Image
 from PIL import ImageOps
 
+from tgt_jax import errors
+
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
 _DECODE_ERROR_MODES = ('error', 'skip')
 _CHANNELS_TO_MODE = {1: 'L', 3: 'RGB'}
@@ -67,48 +69,59 @@ def load_image_folder(root: str,
       on_decode_error='error', a file that cannot be decoded.
   """
   if on_decode_error not in _DECODE_ERROR_MODES:
-    raise ValueError(f'on_decode_error must be one of {_DECODE_ERROR_MODES}, '
-                     f'got {on_decode_error!r}.')
+    raise errors.ConfigError(
+        f'dataset.on_decode_error={on_decode_error!r}: must be one of '
+        f'{_DECODE_ERROR_MODES}; pass --config.dataset.on_decode_error=skip '
+        'or =error.')
   if channels not in _CHANNELS_TO_MODE:
-    raise ValueError(f'channels must be 1 (grey-scale) or 3 (RGB), got '
-                     f'{channels}.')
+    raise errors.ConfigError(
+        f'dataset.channels={channels}: must be 1 (grey-scale) or 3 (RGB); '
+        'pass --config.dataset.channels=1 or =3.')
   if image_size < 1:
-    raise ValueError(f'image_size must be at least 1, got {image_size}.')
+    raise errors.ConfigError(
+        f'dataset.image_size={image_size}: must be at least 1; pass '
+        '--config.dataset.image_size=<side>.')
   if not os.path.exists(root):
-    raise FileNotFoundError(
-        f'Image folder {root!r} does not exist. Create it or pass the right '
-        f'path. {_LAYOUT_HINT}')
+    raise errors.DataUnavailableError(
+        f'{root}: the image folder does not exist; create it or pass the '
+        f'right path (--config=configs/image_folder.py:root=DIR). '
+        f'{_LAYOUT_HINT}')
   if not os.path.isdir(root):
-    raise ValueError(f'Image folder {root!r} is a file, not a folder. '
-                     f'{_LAYOUT_HINT}')
+    raise errors.DataError(
+        f'{root}: is a file, not a folder; pass the folder that holds '
+        f'train/ and test/. {_LAYOUT_HINT}')
   split_dirs = {}
   for split in ('train', 'test'):
     split_dir = os.path.join(root, split)
     if not os.path.isdir(split_dir):
-      raise FileNotFoundError(
-          f'{split_dir!r} does not exist. Put the {split} images in one '
+      raise errors.DataUnavailableError(
+          f'{split_dir}: does not exist; put the {split} images in one '
           f'sub-folder per class there. {_LAYOUT_HINT}')
     split_dirs[split] = split_dir
 
   class_names = _class_folders(split_dirs['train'])
   if len(class_names) < 2:
-    raise ValueError(
-        f'{split_dirs["train"]!r} has {len(class_names)} class sub-folder(s) '
-        f'({class_names}); classification needs at least 2. Put each class\'s '
-        f'images in its own sub-folder (images directly in train/ are not '
+    loose = _image_files(split_dirs['train'])
+    raise errors.DataError(
+        f'{split_dirs["train"]}: has {len(class_names)} class sub-folder(s) '
+        f'{class_names}' + (f' and {len(loose)} image(s) directly inside'
+                            if loose else '') +
+        '; classification needs at least 2 classes: put each class\'s '
+        'images in its own sub-folder (images directly in train/ are not '
         f'read). {_LAYOUT_HINT}')
+  _warn_on_duplicate_folders(split_dirs['train'], class_names)
   test_class_names = _class_folders(split_dirs['test'])
   if not test_class_names:
-    raise ValueError(
-        f'{split_dirs["test"]!r} has no class sub-folders. Add test images in '
+    raise errors.DataError(
+        f'{split_dirs["test"]}: has no class sub-folders; add test images in '
         f'sub-folders named like the train classes {class_names}.')
   unknown = sorted(set(test_class_names) - set(class_names))
   if unknown:
-    raise ValueError(
-        f'Test classes {unknown} in {split_dirs["test"]!r} have no train '
-        f'folder, so they have no label. Rename them to one of the train '
+    raise errors.DataError(
+        f'{split_dirs["test"]}: test classes {unknown} have no train '
+        f'folder, so they have no label; rename them to one of the train '
         f'classes {class_names} or add matching folders under '
-        f'{split_dirs["train"]!r}.')
+        f'{split_dirs["train"]}.')
   missing = sorted(set(class_names) - set(test_class_names))
   if missing:
     # Allowed, but per-class test accuracy for these classes is undefined.
@@ -126,8 +139,8 @@ def load_image_folder(root: str,
       class_dir = os.path.join(split_dirs[split], class_name)
       paths = _image_files(class_dir)
       if not paths:
-        raise ValueError(
-            f'Class folder {class_dir!r} holds no images. Add images with '
+        raise errors.DataError(
+            f'{class_dir}: the class folder holds no images; add images with '
             f'one of the extensions {IMAGE_EXTENSIONS}, or remove the folder.')
       num_decoded = 0
       for path in paths:
@@ -135,10 +148,10 @@ def load_image_folder(root: str,
           image = _decode(path, image_size, target_mode)
         except _DECODE_ERRORS as error:
           if on_decode_error == 'error':
-            raise ValueError(
-                f'Cannot decode image {path!r}: {error}. Remove or replace '
-                "the file, or pass on_decode_error='skip' to leave out "
-                'undecodable files with a warning.') from error
+            raise errors.DataError(
+                f'{path}: cannot be decoded ({error}); remove or replace the '
+                'file, or pass --config.dataset.on_decode_error=skip to '
+                'leave out undecodable files with a warning.') from error
           logging.warning('Skipping image %r, which cannot be decoded: %s',
                           path, error)
           num_skipped += 1
@@ -147,14 +160,30 @@ def load_image_folder(root: str,
         labels.append(label_of[class_name])
         num_decoded += 1
       if not num_decoded:
-        raise ValueError(
-            f'None of the {len(paths)} images in {class_dir!r} could be '
-            'decoded. Replace them with valid images or remove the folder.')
+        raise errors.DataError(
+            f'{class_dir}: none of its {len(paths)} images can be decoded; '
+            'replace them with valid images or remove the folder.')
     result[f'{split}_images'] = np.stack(images).reshape(
         [-1, image_size, image_size, channels])
     result[f'{split}_labels'] = np.asarray(labels, np.int32)
   result['num_skipped'] = num_skipped
   return result
+
+
+def _warn_on_duplicate_folders(split_dir: str, class_names: list[str]) -> None:
+  """A class folder that is another one (a symbolic link, or a link to the
+  same folder) would be a second class with the same images: legal, but
+  never what was meant."""
+  by_target = {}
+  for name in class_names:
+    by_target.setdefault(os.path.realpath(os.path.join(split_dir, name)),
+                         []).append(name)
+  for names in by_target.values():
+    if len(names) > 1:
+      logging.warning(
+          '%s: class folders %s are one folder (symbolic links), so they '
+          'become %d classes with the same images; remove all but one of '
+          'them.', split_dir, names, len(names))
 
 
 def _class_folders(split_dir: str) -> list[str]:

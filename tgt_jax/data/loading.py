@@ -5,8 +5,10 @@ subset (`config.long_tail`) and the shot groups (`config.shot_groups`), and
 fails with what is missing and how to get it before anything is trained.
 """
 
+from absl import logging
 import numpy as np
 
+from tgt_jax import errors
 from tgt_jax.data import dataset as dataset_lib
 from tgt_jax.data import digits
 from tgt_jax.data import image_folder
@@ -29,17 +31,19 @@ def load_dataset(config) -> dataset_lib.Dataset:
     from tgt_jax.data import tfds_pipelines  # pylint: disable=g-import-not-at-top
     return tfds_pipelines.load(config)
   if name not in IN_MEMORY_NAMES:
-    raise ValueError(f'Unknown dataset.name {name!r}; choose one of '
-                     f'{IN_MEMORY_NAMES + STREAMING_NAMES}.')
+    raise errors.ConfigError(
+        f'dataset.name={name!r}: unknown; pass --config.dataset.name= one of '
+        f'{IN_MEMORY_NAMES + STREAMING_NAMES}.')
   splits, class_names = _read_in_memory(config.dataset)
   splits['train'], splits['val'] = _carve_validation(
       *splits['train'], config.dataset.val_per_class,
-      config.dataset.split_seed)
+      config.dataset.split_seed, class_names)
   train_images, train_labels = splits['train']
   student_indices = _student_subset(train_labels, len(class_names),
                                     config.long_tail)
   counts = np.bincount(train_labels[student_indices],
                        minlength=len(class_names))
+  _warn_if_few(counts, class_names)
   val = splits['val']
   return dataset_lib.InMemoryDataset(
       name=name, class_names=class_names,
@@ -56,14 +60,15 @@ def _read_in_memory(data_config):
   if data_config.name == 'digits':
     images, labels = digits.load_digits()
     train_idx, test_idx = digits.split_train_test(
-        labels, data_config.test_per_class, data_config.split_seed)
+        labels, data_config.test_per_class, data_config.split_seed,
+        class_names=tuple(str(c) for c in range(10)))
     splits = {'train': (images[train_idx], labels[train_idx]),
               'test': (images[test_idx], labels[test_idx])}
     class_names = tuple(str(c) for c in range(10))
   else:
     if not data_config.root:
-      raise ValueError(
-          "dataset.name='image_folder' needs the folder: use "
+      raise errors.ConfigError(
+          "dataset.root: dataset.name='image_folder' needs the folder; use "
           '--config=configs/image_folder.py:root=ROOT (or '
           '--config.dataset.root=ROOT) with ROOT/train/<class>/*.png and '
           'ROOT/test/<class>/*.png.')
@@ -78,7 +83,7 @@ def _read_in_memory(data_config):
 
 
 def _carve_validation(images: np.ndarray, labels: np.ndarray,
-                      per_class, split_seed: int):
+                      per_class, split_seed: int, class_names):
   """((train images, labels), (val images, labels)): `per_class` images of
   every class held out of the train split (None: 10% of the smallest class,
   at least 1), drawn independently of the test split."""
@@ -86,9 +91,12 @@ def _carve_validation(images: np.ndarray, labels: np.ndarray,
     smallest = int(np.bincount(labels).min())
     per_class = max(1, int(0.1 * smallest))
   if per_class < 1:
-    raise ValueError(f'dataset.val_per_class={per_class}: at least 1 (the '
-                     'validation split is what choices are made on).')
-  train, val = digits.split_train_test(labels, per_class, split_seed + 1)
+    raise errors.ConfigError(
+        f'dataset.val_per_class={per_class}: must be at least 1 (the '
+        'validation split is what choices are made on); pass '
+        '--config.dataset.val_per_class=1 or more.')
+  train, val = digits.split_train_test(labels, per_class, split_seed + 1,
+                                       'dataset.val_per_class', class_names)
   return (images[train], labels[train]), (images[val], labels[val])
 
 
@@ -101,5 +109,28 @@ def _student_subset(train_labels: np.ndarray, num_classes: int,
   max_count = long_tail_config.max_count or int(available.min())
   counts = long_tail.exponential_class_counts(
       num_classes, max_count, long_tail_config.imbalance_factor)
+  short = np.flatnonzero(available < counts)
+  if short.size:
+    c = int(short[0])
+    raise errors.DataError(
+        f'long_tail.max_count={long_tail_config.max_count}: class {c} would '
+        f'keep {counts[c]} train image(s) but has {available[c]}; lower '
+        '--config.long_tail.max_count (0: the smallest class\'s size).')
   return long_tail.long_tail_subset(train_labels, counts,
                                     long_tail_config.seed)
+
+
+# Below this many images of its largest class the student's set is legal but
+# too small to learn from or to tell methods apart [ours].
+FEW_STUDENT_IMAGES = 10
+
+
+def _warn_if_few(counts: np.ndarray, class_names) -> None:
+  if counts.max() < FEW_STUDENT_IMAGES:
+    logging.warning(
+        'The student trains on %d images (%s a class, largest class %d): too '
+        'few to learn from. Add train images, or lower '
+        '--config.long_tail.imbalance_factor, or pass '
+        '--config.long_tail.enabled=False to use all of train/.',
+        int(counts.sum()), dict(zip(class_names, counts.tolist())),
+        int(counts.max()))
