@@ -54,8 +54,12 @@ def test_split_train_test_is_stratified_balanced_disjoint_deterministic():
 def test_split_train_test_raises_naming_the_small_class():
   _, labels = digits.load_digits()
   # Class 8 is the smallest, with 174 examples.
-  with pytest.raises(ValueError, match='Class 8 has 174 examples'):
+  with pytest.raises(ValueError, match='class 8 has 174 example'):
     digits.split_train_test(labels, test_per_class=174)
+  # The validation split is carved by the same function: its field is named.
+  with pytest.raises(ValueError, match=r'^dataset.val_per_class=174: .*'
+                     r'--config.dataset.val_per_class'):
+    digits.split_train_test(labels, 174, field='dataset.val_per_class')
 
 
 # --- long-tail counts and subsets ---------------------------------------------
@@ -263,7 +267,7 @@ def test_load_image_folder_unknown_test_class(tmp_path):
 def test_load_image_folder_corrupt_file_error_mode(tmp_path):
   _make_folder(tmp_path)
   (tmp_path / 'train' / 'dog' / 'broken.png').write_bytes(b'not a png')
-  with pytest.raises(ValueError, match=r"broken\.png.*on_decode_error='skip'"):
+  with pytest.raises(ValueError, match=r'broken\.png.*--config.dataset.on_decode_error=skip'):
     image_folder.load_image_folder(str(tmp_path), 8, 1)
 
 

@@ -42,6 +42,7 @@ def test_moving_data_or_teachers_or_evaluating_elsewhere_is_the_same_run(
   config = tiny_config()
   config.teacher_labeler.checkpoint = '/teachers/a/teacher_labeler'
   run_guard.claim_workdir(str(tmp_path), config, overwrite=False)
+  (tmp_path / 'results.json').write_text('{"kd": 1}')  # It trained.
   stage = str(tmp_path / 'teacher_labeler')
   run_guard.claim_stage(
       stage, run_guard.teacher_fingerprint(config, 'teacher_labeler'),

@@ -1,17 +1,62 @@
 """Writing files so that a crash never leaves a half-written one."""
 
+import contextlib
+import fcntl
 import json
 import math
 import os
-from typing import Any, Mapping
+import tempfile
+from typing import Any, Iterator, Mapping
 
 
 def atomic_write(path: str, text: str) -> None:
-  """Write-then-rename: readers see the old file or the new, never half."""
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)
+  """Write-then-rename: readers see the old file or the new, never half.
+
+  The temporary file has a name of its own (two writers never share one),
+  and is removed if the write fails (e.g. on a full disk)."""
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.',
+                             prefix=f'.{os.path.basename(path)}.',
+                             suffix='.tmp')
+  try:
+    with os.fdopen(fd, 'w') as f:
+      f.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp's 0o600 would hide results from others.
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
+
+
+class LockHeldError(RuntimeError):
+  """Another process holds the lock; `holder` is what it recorded."""
+
+  def __init__(self, path: str, holder: str):
+    self.path, self.holder = path, holder
+    super().__init__(f'{path} is held by {holder or "another process"}')
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str, holder: str) -> Iterator[None]:
+  """Holds an exclusive advisory lock (flock) on `path` for the block.
+
+  The kernel releases it when the process ends in any way, SIGKILL
+  included, so a crash never leaves a stale lock; the file itself stays
+  and records the last holder (`holder`, e.g. pid, host and command).
+  Raises LockHeldError, naming the holder, if another process has it.
+  """
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      with open(path) as f:
+        raise LockHeldError(path, f.read().strip()) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, holder.encode() + b'\n')
+    yield
+  finally:
+    os.close(fd)  # Closing the descriptor releases the lock.
 
 
 def _nan_to_none(value: Any) -> Any:

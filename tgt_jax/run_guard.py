@@ -122,6 +122,29 @@ def _mismatch_message(what: str, directory: str, diffs: list[str],
           f'changed. {fix}')
 
 
+def holds_checkpoint(directory: str) -> bool:
+  """Whether a stage directory holds a finished checkpoint (last or best):
+  orbax names each by its step, and renames it so only once complete."""
+  return any(
+      os.path.isdir(os.path.join(path, name)) and name.isdigit()
+      for path in (directory, os.path.join(directory, 'best'))
+      if os.path.isdir(path) for name in os.listdir(path))
+
+
+def holds_results(workdir: str) -> bool:
+  """Whether a workdir holds anything a run computed: results or a stage
+  checkpoint. A run that failed before that trained nothing, and its
+  recorded config binds no later run (a corrected command just runs)."""
+  if os.path.exists(os.path.join(workdir, 'results.json')):
+    return True
+  students = os.path.join(workdir, 'students')
+  stages = [os.path.join(workdir, 'teacher_labeler'),
+            os.path.join(workdir, 'teacher_generator')]
+  if os.path.isdir(students):
+    stages += [os.path.join(students, n) for n in os.listdir(students)]
+  return any(holds_checkpoint(stage) for stage in stages)
+
+
 def claim_workdir(workdir: str, config: ml_collections.ConfigDict,
                   overwrite: bool, write: bool = True) -> None:
   """Checks the run's config against WORKDIR/config.json, then records it.
@@ -130,11 +153,18 @@ def claim_workdir(workdir: str, config: ml_collections.ConfigDict,
   (`read_run_config` rebuilds it, e.g. to evaluate); only its fingerprint
   is compared, so a run whose data or teachers moved is the same run.
   Raises ConfigMismatchError on a different config unless `overwrite`; then
-  the old results files and config are moved aside. `write`: as in
-  `claim_stage`.
+  the old results files and config are moved aside. A config.json beside
+  no results and no checkpoint (its run failed before training anything)
+  binds nothing and is replaced. `write`: as in `claim_stage`.
   """
   fingerprint = run_fingerprint(config)
   old = _read(workdir)
+  if old is not None and not holds_results(workdir):
+    if _differences(fingerprint_of(old), fingerprint):
+      logging.warning('%s/%s was written by a run that trained nothing (no '
+                      'checkpoint, no results): this run replaces it.',
+                      workdir, FINGERPRINT_FILE)
+    old = None
   if old is not None:
     diffs = _differences(fingerprint_of(old), fingerprint)
     if diffs and not overwrite:
@@ -147,8 +177,11 @@ def claim_workdir(workdir: str, config: ml_collections.ConfigDict,
       for name in ('results.json', 'results.md', FINGERPRINT_FILE):
         if os.path.exists(os.path.join(workdir, name)):
           _move_aside(os.path.join(workdir, name))
-  if write:
-    _write(workdir, json.loads(config.to_json()))
+  recorded = json.loads(config.to_json())
+  # Unchanged, it is not rewritten: a finished run's workdir may be
+  # read-only.
+  if write and _read(workdir) != recorded:
+    _write(workdir, recorded)
 
 
 def read_run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -179,6 +212,10 @@ def claim_stage(directory: str, fingerprint: dict[str, Any], overwrite: bool,
     return
   diffs = _differences(old, fingerprint, ignore=('seed',) if reused else ())
   if not diffs:
+    return
+  if not reused and not holds_checkpoint(directory):
+    if write:  # Its run failed before its first checkpoint.
+      _write(directory, fingerprint)
     return
   if reused:
     raise ConfigMismatchError(_mismatch_message(

@@ -20,8 +20,13 @@ checkpoints), `config.json`, `results.json`, `results.md`, `samples.png`
 and the TensorBoard event files.
 """
 
+import contextlib
 import dataclasses
+import datetime
+import errno
 import os
+import socket
+import sys
 from typing import Any, Callable
 
 from absl import logging
@@ -35,6 +40,7 @@ from tgt_jax import config_lib
 from tgt_jax import embedding_distill
 from tgt_jax import errors as errors_lib
 from tgt_jax import evaluation
+from tgt_jax import files
 from tgt_jax import generator_training
 from tgt_jax import image_ops
 from tgt_jax import losses
@@ -627,22 +633,58 @@ def plan(config: ml_collections.ConfigDict,
   return planned
 
 
+LOCK_FILE = 'run.lock'  # Held (flock) by the one process training there.
+# What opening a file in a read-only workdir raises.
+_READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _hold_workdir(workdir: str, exit_stack: contextlib.ExitStack) -> bool:
+  """Takes the workdir's lock until `exit_stack` closes: one writer per
+  workdir. False if the workdir is read-only (nothing can be written, so
+  there is nothing to guard); a WorkdirError names the holder if another
+  process trains there."""
+  stamp = datetime.datetime.now(datetime.timezone.utc).strftime(
+      '%Y-%m-%d %H:%M:%S UTC')
+  holder = (f'process {os.getpid()} on {socket.gethostname()} since '
+            f'{stamp} ({" ".join(sys.argv) or "python"})')
+  path = os.path.join(workdir, LOCK_FILE)
+  try:
+    exit_stack.enter_context(files.exclusive_lock(path, holder))
+  except files.LockHeldError as error:
+    raise errors_lib.WorkdirError(
+        f'{workdir}: in use by {error.holder}; wait for that run to end (or '
+        'stop it), or pass another --workdir. Reading it meanwhile is safe: '
+        f'python -m tgt_jax.evaluate --workdir={workdir}') from None
+  except OSError as error:
+    if error.errno not in _READ_ONLY_ERRNOS:
+      raise
+    return False
+  return True
+
+
 def open_run(config: ml_collections.ConfigDict, workdir: str, *,
-             overwrite: bool = False, read_only: bool = False
+             overwrite: bool = False, read_only: bool = False,
+             exit_stack: contextlib.ExitStack | None = None
              ) -> tuple[Run, dataset_lib.Dataset]:
   """Resolves and checks the config, loads the data, claims the workdir.
 
-  Bad data fail before anything is written; a read-only run writes nothing
-  into the workdir.
+  Bad config values and bad data fail before anything is written. A run
+  that trains (not `read_only`) holds the workdir's lock until
+  `exit_stack` closes; if the workdir turns out to be read-only, the run
+  becomes `read_only` (see `train_and_evaluate`). A read-only run writes
+  nothing into the workdir.
   """
   config = config_lib.resolve(config)
   mesh = sharding.create_mesh()
   validate(config, mesh)
   dataset = loading.load_dataset(config)
   if not read_only:
+    first = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
+    if first and not _hold_workdir(workdir, exit_stack):
+      read_only = True
     run_guard.claim_workdir(workdir, config, overwrite,
-                            write=jax.process_index() == 0)
+                            write=first and not read_only)
   run = Run(config=config, workdir=workdir, mesh=mesh, overwrite=overwrite,
             read_only=read_only,
             writer=monitoring.create_writer(
@@ -705,16 +747,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """Runs every stage and returns the results written to results.json.
 
   A workdir written with a different config is refused unless `overwrite`
-  (see `run_guard`). Results of models this run does not train (a method
+  (see `run_guard`), and so is one where another process trains
+  (`LOCK_FILE`). Results of models this run does not train (a method
   dropped from `config.methods`) are kept in results.json, which also
-  records where the results come from (`run_info`).
+  records where the results come from (`run_info`). A read-only workdir
+  of a finished run with the same config reports its results.
   """
-  run, dataset = open_run(config, workdir, overwrite=overwrite)
-  run.record('run_info', {**provenance.provenance(),
-                          'split': run.config.dataset.eval_split})
-  monitoring.write_config(run.writer, run.config)
-  teachers, students = run_stages(run, dataset)
-  if teachers.generator is not None and jax.process_index() == 0:
-    save_samples(run, dataset, teachers, students)
-  run.writer.close()
-  return run.results
+  with contextlib.ExitStack() as exit_stack:
+    run, dataset = open_run(config, workdir, overwrite=overwrite,
+                            exit_stack=exit_stack)
+    if run.read_only:
+      return _finished_results(run, dataset)
+    run.record('run_info', {**provenance.provenance(),
+                            'split': run.config.dataset.eval_split})
+    monitoring.write_config(run.writer, run.config)
+    teachers, students = run_stages(run, dataset)
+    if teachers.generator is not None and jax.process_index() == 0:
+      save_samples(run, dataset, teachers, students)
+    run.writer.close()
+    return run.results
+
+
+def _finished_results(run: Run, dataset: dataset_lib.Dataset
+                      ) -> dict[str, Any]:
+  """The results of a read-only workdir whose run finished (every planned
+  stage has its result), or a WorkdirError saying what is missing."""
+  results = evaluation.read_results(run.workdir)
+  missing = [name for name in plan(run.config, dataset)
+             if name not in results]
+  if missing:
+    raise errors_lib.WorkdirError(
+        f'{run.workdir}: read-only, and its run has not finished (no '
+        f'result for {missing}); make it writable or pass another '
+        '--workdir.')
+  logging.info('%s is read-only and its run with this config finished; '
+               'its results (results.md):\n%s', run.workdir,
+               evaluation.results_table(results))
+  return results
