@@ -26,7 +26,11 @@ def create_manager(directory: str, max_to_keep: int = 2,
       os.path.abspath(directory),
       options=ocp.CheckpointManagerOptions(
           max_to_keep=max_to_keep, create=not read_only, best_fn=best_fn,
-          best_mode='max', read_only=read_only))
+          best_mode='max', read_only=read_only,
+          # A save cut short (a crash, a full disk) leaves a temporary
+          # directory; the one writer removes it (a reader never does, as
+          # the writer may be saving into it now).
+          cleanup_tmp_directories=not read_only))
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any,

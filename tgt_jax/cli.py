@@ -3,6 +3,7 @@ traceback for what the user must fix."""
 
 import contextlib
 import logging as std_logging
+import os
 import sys
 from typing import Iterator
 
@@ -55,7 +56,7 @@ def fatal_lines(error: BaseException) -> list[str] | None:
   if user:
     return [f'FATAL: {problem}' for problem in user[-1].problems]
   for cause in _chain(error):
-    if isinstance(cause, OSError) and errors.disk_problem(cause):
+    if errors.disk_problem(cause):
       return [f'FATAL: {errors.disk_problem(cause)}']
   return None
 
@@ -75,4 +76,13 @@ def exit_on(*other_errors: type[BaseException]) -> Iterator[None]:
       lines = [f'FATAL: {error}']
     if lines is None or errors.debug_enabled():
       raise
-    sys.exit('\n'.join(' '.join(line.split()) for line in lines))
+    message = '\n'.join(' '.join(line.split()) for line in lines)
+    if errors.disk_problem(error) is None and not any(
+        errors.disk_problem(cause) for cause in _chain(error)):
+      sys.exit(message)
+    # A failed disk also failed the checkpointer's background threads,
+    # which would report it again, at length, while Python shuts down:
+    # the FATAL line stays the last.
+    sys.stdout.flush()
+    print(message, file=sys.stderr, flush=True)
+    os._exit(1)  # pylint: disable=protected-access

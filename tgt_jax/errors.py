@@ -15,6 +15,7 @@ FileNotFoundError), so code written against those still works.
 
 import errno
 import os
+import re
 import sys
 from typing import Sequence
 
@@ -62,13 +63,24 @@ def debug_enabled(argv: Sequence[str] | None = None) -> bool:
           '--debug' in argv)
 
 
-def disk_problem(error: OSError) -> str | None:
-  """The one line for an OSError of the machine's (disk full, read-only,
-  permissions), or None for any other OSError."""
-  what = DISK_ERRNOS.get(error.errno)
+# TensorStore (orbax's writer) reports a failed write as a ValueError whose
+# text carries the operating system's error code.
+_OS_ERROR_CODE = re.compile(r"os_error_code=\\?'(\d+)")
+_FAILED_PATH = re.compile(r'Failed writing: "([^"]+)"')
+
+
+def disk_problem(error: BaseException) -> str | None:
+  """The one line for an error of the machine's (disk full, read-only,
+  permissions), or None for any other error."""
+  code, where = getattr(error, 'errno', None), getattr(error, 'filename', None)
+  if not isinstance(error, OSError):
+    found = _OS_ERROR_CODE.search(str(error))
+    code = int(found.group(1)) if found else None
+    path = _FAILED_PATH.search(str(error))
+    where = path.group(1) if path else None
+  what = DISK_ERRNOS.get(code)
   if what is None:
     return None
-  where = error.filename or 'a file of the run'
-  return (f'{where}: {what} ({error.strerror}); free space or fix the '
+  return (f'{where or "a file of the run"}: {what}; free space or fix the '
           'permissions, then rerun the same command: every stage resumes '
           'from its last checkpoint.')

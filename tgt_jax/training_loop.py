@@ -159,6 +159,34 @@ def run(*, name: str, directory: str, state: Any,
     return state
 
   best = _Best(directory) if evaluate is not None else None
+  try:
+    state = _train(name, directory, state, step_fn, batch_for_step,
+                   start_step, num_steps, writer, log_every,
+                   checkpoint_every, evaluate, eval_every, progress, manager,
+                   best)
+  except BaseException:
+    # Stop the background saves before the error reaches the user: a save
+    # left running fails noisily at interpreter shutdown (e.g. on a full
+    # disk, burying the one line that says so). What was saved is kept.
+    for closing in filter(None, (manager, best and best.manager)):
+      try:
+        closing.close()
+      except Exception:  # pylint: disable=broad-except
+        logging.warning('Closing the checkpoints of %s after an error '
+                        'failed as well.', directory)
+    raise
+  manager.wait_until_finished()
+  manager.close()
+  if best is not None:
+    best.close()
+  writer.flush()
+  return state
+
+
+def _train(name, directory, state, step_fn, batch_for_step, start_step,
+           num_steps, writer, log_every, checkpoint_every, evaluate,
+           eval_every, progress, manager, best):
+  """The steps of `run` from `start_step` on; returns the last state."""
   logging.info('[%s] training steps %d..%d.', name, start_step + 1, num_steps)
   totals, count = None, 0
   interval_start = time.perf_counter()
@@ -176,10 +204,6 @@ def run(*, name: str, directory: str, state: Any,
       means = {k: float(np.mean(v)) / count
                for k, v in jax.device_get(totals).items()}
       if not math.isfinite(means['loss']):
-        manager.wait_until_finished()
-        manager.close()
-        if best is not None:
-          best.close()
         raise NonFiniteLossError(
             f'[{name}] non-finite loss {means["loss"]} at step {done}; '
             f'the last good checkpoint in {directory} is kept. Lower the '
@@ -207,11 +231,6 @@ def run(*, name: str, directory: str, state: Any,
       interval_start = time.perf_counter()
     if save_now:
       checkpointing.save(manager, done, state)
-  manager.wait_until_finished()
-  manager.close()
-  if best is not None:
-    best.close()
-  writer.flush()
   return state
 
 
