@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 import conftest
+from tgt_jax import errors
 from tgt_jax import evaluate
 from tgt_jax import export
 from tgt_jax import predict
@@ -110,6 +111,13 @@ def test_export_then_predict_agrees_with_the_evaluation(workdir, tmp_path):
     path = os.path.join(folder, f'{i:04d}.png')
     Image.fromarray(image[..., 0]).save(path)
     truth[path] = data.class_names[label]
+  # Broken files are left out (and named), not a reason to lose the rest.
+  (tmp_path / 'images' / 'zero.png').write_bytes(b'')
+  good = open(next(iter(truth)), 'rb').read()
+  (tmp_path / 'images' / 'truncated.png').write_bytes(good[:len(good) // 2])
+  with pytest.raises(errors.DataError, match='zero.png: cannot be decoded'):
+    predict.predict_folder(out, images, str(tmp_path / 'p.csv'),
+                           on_decode_error='error')
   rows = predict.predict_folder(out, images, str(tmp_path / 'p.csv'))
   with open(tmp_path / 'p.csv') as f:
     written = list(csv.DictReader(f))
@@ -118,6 +126,18 @@ def test_export_then_predict_agrees_with_the_evaluation(workdir, tmp_path):
   accuracy = np.mean([r['class'] == truth[r['path']] for r in written])
   assert accuracy == pytest.approx(_results(workdir)['kd']['overall'],
                                    abs=1e-9)
+
+
+def test_export_of_an_untrained_method_fails_before_loading(workdir,
+                                                            tmp_path,
+                                                            monkeypatch):
+  def never(*args, **kwargs):
+    raise AssertionError('loaded the run before checking the method')
+  monkeypatch.setattr(export.train, 'open_workdir', never)
+  with pytest.raises(errors.WorkdirError,
+                     match=r"--method=tgt_gradient: .*\['kd'"):
+    export.export_student(workdir, 'tgt_gradient', str(tmp_path / 'out'))
+  assert not (tmp_path / 'out').exists()
 
 
 def _events(workdir):

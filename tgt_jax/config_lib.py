@@ -546,9 +546,12 @@ class Range:
   def example(self) -> Any:
     """A value outside the range (tests feed it to every field)."""
     if self.low is not None:
-      return (self.low if self.low_open else self.low - 1) if self.integer \
-          else self.low - (0 if self.low_open else 0.5)
-    return self.high + 1
+      if self.integer:
+        return int(self.low if self.low_open else self.low - 1)
+      return float(self.low - (0 if self.low_open else 0.5))
+    if self.high is not None:
+      return self.high + 1
+    return math.nan  # Unbounded: only NaN and infinities are out.
 
 
 # The smallest side any model here is built for: the generator's first

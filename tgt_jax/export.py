@@ -34,9 +34,11 @@ import orbax.checkpoint as ocp
 from PIL import Image
 
 from tgt_jax import cli
+from tgt_jax import errors
 from tgt_jax import image_ops
 from tgt_jax import pretrained
 from tgt_jax import provenance
+from tgt_jax import run_guard
 from tgt_jax import train
 from tgt_jax.data import image_folder
 from tgt_jax.data import loading
@@ -110,6 +112,18 @@ def export_student(workdir: str, method: str, out: str,
   `method` is the student's key in results.json (e.g. 'kd+emb_raw').
   """
   base = method.split('+')[0]
+  # Checked before the teachers are loaded and the student rebuilt.
+  students = os.path.join(workdir, 'students')
+  if not run_guard.holds_checkpoint(os.path.join(students, method)):
+    trained = sorted(n for n in (os.listdir(students)
+                                 if os.path.isdir(students) else ())
+                     if run_guard.holds_checkpoint(os.path.join(students, n)))
+    raise errors.WorkdirError(
+        f'--method={method}: {workdir} holds no trained student of that '
+        f'name; pass one of {trained} (the names results.json uses).')
+  path = os.path.join(os.path.abspath(out), VARIABLES_DIR)
+  if os.path.exists(path):
+    raise errors.WorkdirError(f'{path}: exists already; choose a new --out.')
   run, dataset = train.open_workdir(workdir, [base], checkpoint=checkpoint)
   _, students = train.run_stages(run, dataset, evaluate_all=False)
   student = students[base]
@@ -130,9 +144,6 @@ def export_student(workdir: str, method: str, out: str,
                  **provenance.provenance()},
   }
   os.makedirs(out, exist_ok=True)
-  path = os.path.join(os.path.abspath(out), VARIABLES_DIR)
-  if os.path.exists(path):
-    raise FileExistsError(f'{path} exists already; choose a new --out.')
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(path, jax.device_get(student.variables))
   checkpointer.wait_until_finished()

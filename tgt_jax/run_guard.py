@@ -135,7 +135,9 @@ def holds_results(workdir: str) -> bool:
   """Whether a workdir holds anything a run computed: results or a stage
   checkpoint. A run that failed before that trained nothing, and its
   recorded config binds no later run (a corrected command just runs)."""
-  if os.path.exists(os.path.join(workdir, 'results.json')):
+  # Every run records its provenance (run_info) first; a result is more.
+  if set(files.read_json(os.path.join(workdir, 'results.json'), {})) - {
+      'run_info'}:
     return True
   students = os.path.join(workdir, 'students')
   stages = [os.path.join(workdir, 'teacher_labeler'),

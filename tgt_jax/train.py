@@ -674,6 +674,11 @@ def open_run(config: ml_collections.ConfigDict, workdir: str, *,
   becomes `read_only` (see `train_and_evaluate`). A read-only run writes
   nothing into the workdir.
   """
+  # The values as set first: a bad one would also spoil the fields that
+  # `resolve` derives from it, each then reported as if set by hand.
+  problems = config_lib.range_errors(config)
+  if problems:
+    raise ConfigError(problems)
   config = config_lib.resolve(config)
   mesh = sharding.create_mesh()
   validate(config, mesh)

@@ -32,7 +32,7 @@ _LAYOUT_HINT = ('Expected layout: ROOT/train/<class>/*.png (or .jpg, .jpeg, '
 # PIL signals a broken or unsupported file through several exception types
 # (UnidentifiedImageError is an OSError; some truncated PNGs raise
 # SyntaxError), and DecompressionBombError derives from Exception directly.
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError,
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError,
                   Image.DecompressionBombError)
 
 
@@ -146,7 +146,7 @@ def load_image_folder(root: str,
       for path in paths:
         try:
           image = _decode(path, image_size, target_mode)
-        except _DECODE_ERRORS as error:
+        except DECODE_ERRORS as error:
           if on_decode_error == 'error':
             raise errors.DataError(
                 f'{path}: cannot be decoded ({error}); remove or replace the '
