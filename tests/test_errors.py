@@ -1,8 +1,10 @@
 """Mistakes in the command line or config fail early, naming what is wrong."""
 
+import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 from PIL import Image
@@ -121,3 +123,65 @@ def test_missing_teacher_checkpoint_names_the_field(tmp_path, stage):
                                        'no complete'):
     train.train_and_evaluate(config, str(tmp_path / 'work'))
   assert not os.path.exists(missing)  # Not created by the failed run.
+
+
+def _main(args, workdir, **kwargs):
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  env.pop('TGT_DEBUG', None)
+  return subprocess.run(
+      [sys.executable, 'main.py', *args, f'--workdir={workdir}'], cwd=_REPO,
+      env=env, capture_output=True, text=True, timeout=300, check=False,
+      **kwargs)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize('args,expected', [
+    (['--config=configs/digits_lt.py', '--config.batch_size=0'],
+     'FATAL: batch_size=0: must be an integer >= 1; pass '
+     '--config.batch_size='),
+    (['--config=configs/digits_lt.py', '--config.batch_size=abc'],
+     "FATAL: batch_size='abc': invalid literal"),
+    (['--config=configs/image_folder.py:root=/x,sise=16'],
+     'FATAL: sise: unknown config argument'),
+    (['--config=configs/image_folder.py:root=/no/such/folder'],
+     'FATAL: /no/such/folder: the image folder does not exist'),
+])
+def test_main_reports_bad_input_in_one_line(tmp_path, args, expected):
+  workdir = tmp_path / 'work'
+  process = _main(args, workdir)
+  assert process.returncode == 1
+  assert 'Traceback' not in process.stderr
+  fatal = [l for l in process.stderr.splitlines() if l.startswith('FATAL')]
+  assert len(fatal) == 1 and fatal[0].startswith(expected), fatal
+  assert process.stderr.strip().splitlines()[-1] == fatal[0]
+  assert not workdir.exists()
+  # TGT_DEBUG=1 shows the traceback instead.
+  debug = subprocess.run(
+      [sys.executable, 'main.py', *args, f'--workdir={workdir}'], cwd=_REPO,
+      env=dict(os.environ, JAX_PLATFORMS='cpu', TGT_DEBUG='1'),
+      capture_output=True, text=True, timeout=300, check=False)
+  assert debug.returncode != 0 and 'Traceback' in debug.stderr
+
+
+@pytest.mark.e2e
+def test_two_runs_on_one_workdir_one_is_refused(tmp_path):
+  workdir = tmp_path / 'work'
+  args = ['--config=configs/digits_lt.py:quick', "--config.methods=('kd',)",
+          '--config.teacher_labeler.num_epochs=0.5', '--config.num_epochs=1']
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  first = subprocess.Popen(
+      [sys.executable, 'main.py', *args, f'--workdir={workdir}'], cwd=_REPO,
+      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  lock = workdir / 'run.lock'
+  deadline = time.time() + 240
+  while not (lock.exists() and lock.read_text()) and time.time() < deadline:
+    time.sleep(0.2)
+  second = _main(args, workdir)
+  _, first_errors = first.communicate(timeout=600)
+  assert first.returncode == 0, first_errors[-2000:]
+  last = second.stderr.strip().splitlines()[-1]
+  assert second.returncode == 1
+  assert last.startswith(f'FATAL: {workdir}: in use by process {first.pid} ')
+  with open(workdir / 'results.json') as f:
+    results = json.load(f)
+  assert {'teacher_labeler', 'kd'} <= set(results)
