@@ -38,10 +38,11 @@ from tgt_jax import train
 from tgt_jax import train_steps
 from tgt_jax.data import loading
 
-# Every method's step, and kd with embedding compression (a loss term with
-# its own state, g/h, in the TrainState).
-METHODS = ('onehot', 'kd', 'tgt_random', 'tgt_gradient', 'tgt_prior',
-           'kd+emb_compressed')
+# Every method's step (kd_mixup: its permutation gathers rows across the
+# batch's shards), and kd with embedding compression (a loss term with its
+# own state, g/h, in the TrainState).
+METHODS = ('onehot', 'kd', 'kd_mixup', 'tgt_random', 'tgt_gradient',
+           'tgt_prior', 'kd+emb_compressed')
 
 # The rng every step is called with (prior latents, random perturbations).
 # Chosen, like the teachers' seed, for the conditioning of the comparison

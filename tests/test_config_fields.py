@@ -1,10 +1,10 @@
 """Every field of every config is read by some code: none does nothing.
 
-One tiny run of the pipeline with every method, embedding compression
-(pre-trained g) and a piecewise-constant labeler schedule, and the loaders of
-every dataset, under a recorder of config reads (config_reads.py). A field
-that no code reads (for instance a Table 6 row that changes nothing) fails
-the test by name.
+One tiny run of the pipeline with every method (kd_mixup reads the mixup
+section), embedding compression (pre-trained g) and a piecewise-constant
+labeler schedule, and the loaders of every dataset, under a recorder of
+config reads (config_reads.py). A field that no code reads (for instance a
+Table 6 row that changes nothing) fails the test by name.
 """
 
 
@@ -26,7 +26,8 @@ pytestmark = pytest.mark.integration
 
 def _pipeline_config():
   config = conftest.tiny_config()
-  config.methods = ('onehot', 'kd', 'tgt_random', 'tgt_gradient', 'tgt_prior')
+  config.methods = ('onehot', 'kd', 'kd_mixup', 'tgt_random', 'tgt_gradient',
+                    'tgt_prior')
   config.num_epochs = 0.05
   config.teacher_labeler.num_epochs = 0.05
   for recipe in (config, config.teacher_labeler):

@@ -80,11 +80,27 @@ def test_labeler_fine_tunes_from_a_converted_classifier(tmp_path):
                                             fresh)
 
 
+def test_kd_mixup_trains_through_the_pipeline(tmp_path):
+  """kd_mixup is a method like any other: a student, its checkpoint and
+  its results under its own name; no generator is trained for it."""
+  config = conftest.tiny_config()
+  config.methods = ('kd_mixup',)
+  config.num_epochs = config.teacher_labeler.num_epochs = 0.05
+  results = train.train_and_evaluate(config, str(tmp_path))
+  assert sorted(results) == ['kd_mixup', 'run_info', 'teacher_labeler']
+  assert 0.0 <= results['kd_mixup']['overall'] <= 1.0
+  assert results['kd_mixup']['step'] > 0
+  assert (tmp_path / 'students' / 'kd_mixup').is_dir()
+  assert not (tmp_path / 'teacher_generator').exists()
+
+
 @pytest.mark.integration
 def test_pipeline_samples_a_row_per_tgt_method(tmp_path, monkeypatch):
-  """samples.png has a row per trained TGT method, named by its method."""
+  """samples.png has a row per trained TGT method, named as trained (here
+  with mixup.on_tgt), and a row of the mixed images they trained on."""
   config = conftest.tiny_config()
   config.methods = ('kd', 'tgt_random', 'tgt_prior')
+  config.mixup.on_tgt = True
   config.num_epochs = config.teacher_labeler.num_epochs = 0.05
   config.teacher_generator.num_epochs = 0.05
   rows = {}
@@ -92,6 +108,9 @@ def test_pipeline_samples_a_row_per_tgt_method(tmp_path, monkeypatch):
                       lambda path, r, labels, names: rows.update(r))
   monkeypatch.setattr(visualize, 'read_png',
                       lambda path: np.zeros((4, 4, 3), np.uint8))
-  train.train_and_evaluate(config, str(tmp_path))
+  results = train.train_and_evaluate(config, str(tmp_path))
   assert list(rows) == ['real', 'reconstructed G(E(x))',
-                        'tgt_random explored', 'tgt_prior explored']
+                        'tgt_random+mixup explored',
+                        'tgt_prior+mixup explored', 'mixup x_mix']
+  assert rows['mixup x_mix'].shape == rows['real'].shape
+  assert {'kd', 'tgt_random+mixup', 'tgt_prior+mixup'} <= set(results)

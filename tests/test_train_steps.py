@@ -21,15 +21,18 @@ from tgt_jax.models import build  # pylint: disable=g-import-not-at-top
 # targets both count, and tau != 1, so a mix-up of the two terms or a
 # missing tau^2 changes the loss.
 KD_DISTILL = {'alpha': 0.3, 'temperature': 2.0}
+KD_METHODS = ('kd', 'kd_mixup')
 _STEPS = {}
 
 
-def _step(method, tiny, **distill):
-  """One compiled step per (method, distill overrides), shared."""
-  key = (method, id(tiny), tuple(sorted(distill.items())))
+def _step(method, tiny, on_tgt=False, **distill):
+  """One compiled step per (method, mixup.on_tgt, distill overrides),
+  shared."""
+  key = (method, id(tiny), on_tgt, tuple(sorted(distill.items())))
   if key not in _STEPS:
     config = tiny.config.copy_and_resolve_references()
     config.distill.update(distill)
+    config.mixup.on_tgt = on_tgt
     _STEPS[key] = train_steps.jit_train_step(
         method, tiny.student, tiny.tx, config, sharding.create_mesh(),
         donate=False)
@@ -45,7 +48,7 @@ def _leaves_differ(a, b):
 def test_one_step_updates_the_student_only(method, tiny):
   teachers_before = conftest.host(tiny.teachers)
   state_before = conftest.host(tiny.state)
-  step = _step(method, tiny, **(KD_DISTILL if method == 'kd' else {}))
+  step = _step(method, tiny, **(KD_DISTILL if method in KD_METHODS else {}))
   state, metrics = conftest.host(step(tiny.state, tiny.teachers, tiny.batch,
                                       jax.random.PRNGKey(0)))
   assert np.isfinite(metrics['loss']) and metrics['loss'] > 0
@@ -75,12 +78,14 @@ def test_unknown_method_lists_the_known_ones(tiny):
 
 
 def test_method_table_says_what_each_method_uses():
-  table = {name: (m.uses_labeler, m.uses_generator, m.encodes)
+  table = {name: (m.uses_labeler, m.uses_generator, m.encodes, m.mixup)
            for name, m in methods.METHODS.items()}
-  assert table == {'onehot': (False, False, True), 'kd': (True, False, True),
-                   'tgt_random': (True, True, True),
-                   'tgt_gradient': (True, True, True),
-                   'tgt_prior': (True, True, False)}
+  assert table == {'onehot': (False, False, True, False),
+                   'kd': (True, False, True, False),
+                   'kd_mixup': (True, False, True, True),
+                   'tgt_random': (True, True, True, False),
+                   'tgt_gradient': (True, True, True, False),
+                   'tgt_prior': (True, True, False, False)}
   assert methods.generating(['onehot', 'kd', 'tgt_prior']) == ['tgt_prior']
 
 
@@ -129,22 +134,136 @@ def test_kd_loss_is_the_mixed_target_loss(tiny):
                                             expected, rel=1e-5)
 
 
-@pytest.mark.parametrize('method', ['tgt_random', 'tgt_gradient'])
+def test_mixup_is_a_function_of_its_key():
+  images = jnp.asarray(np.random.default_rng(0).uniform(size=(8, 4, 4, 1)),
+                       jnp.float32)
+  labels = jnp.arange(8) % 3
+  first = conftest.host(methods.mixup(jax.random.PRNGKey(0), images, 1.0))
+  again = conftest.host(methods.mixup(jax.random.PRNGKey(0), images, 1.0))
+  assert conftest.tree_allclose(first, again)  # Bit-identical.
+  other = conftest.host(methods.mixup(jax.random.PRNGKey(1), images, 1.0))
+  assert first.lam != other.lam
+  assert not np.array_equal(first.perm, other.perm)
+  lam, perm = float(first.lam), first.perm
+  assert 0.5 <= lam <= 1.0  # Each image is mostly its own example.
+  assert sorted(perm.tolist()) == list(range(8))
+  np.testing.assert_allclose(first.images,
+                             lam * images + (1 - lam) * images[perm],
+                             rtol=1e-6)
+  probs = np.asarray(methods.Mixup(*first).label_probs(labels, 3))
+  expected = lam * np.eye(3)[labels] + (1 - lam) * np.eye(3)[labels[perm]]
+  np.testing.assert_allclose(probs, expected, rtol=1e-6)
+
+
+def _mixed_batch(tiny, rng):
+  """The step's own mixup of `tiny.batch` at step 0 under `rng`."""
+  step_key = jax.random.fold_in(jax.random.fold_in(rng, 0),
+                                train_steps.MIXUP_STREAM)
+  unit = tiny.batch['image'].astype(jnp.float32) / 255.0
+  return methods.mixup(step_key, unit, tiny.config.mixup.concentration)
+
+
+def test_kd_mixup_target_is_the_labeler_on_the_mixed_image(tiny):
+  """Function matching: the student learns h(x_mix) on x_mix, not the
+  mixture of h(x) and h(x[perm]) nor the mixed labels; the one-hot part
+  (alpha < 1) is the mixed label. The formula is kd's
+  (test_kd_loss_is_the_mixed_target_loss) on the mixed batch: kd_mixup
+  differs from kd by the mixing alone."""
+  alpha, temperature = KD_DISTILL['alpha'], KD_DISTILL['temperature']
+  rng = jax.random.PRNGKey(0)
+  # The random labeler's outputs are nearly uniform, and so would be every
+  # candidate target: a sharper head (same shapes, no new compile) sets
+  # them apart.
+  teachers = tiny.teachers.replace(labeler=jax.tree_util.tree_map_with_path(
+      lambda path, x: 30 * x if 'classifier' in jax.tree_util.keystr(path)
+      else x, tiny.teachers.labeler))
+  step = _step('kd_mixup', tiny, **KD_DISTILL)
+  _, metrics = conftest.host(step(tiny.state, teachers, tiny.batch, rng))
+  mixed = _mixed_batch(tiny, rng)
+  lam, perm = float(mixed.lam), np.asarray(mixed.perm)
+  assert float(metrics['mixup_lambda']) == lam
+  assert lam < 0.9  # Far enough from 1 for the alternatives to differ.
+
+  @jax.jit
+  def logits(unit, mixed_images):
+    (student, _), _ = tiny.student.apply(
+        {'params': tiny.state.params, 'batch_stats': tiny.state.batch_stats},
+        mixed_images, train=True)
+    return teachers.label(mixed_images)[0], teachers.label(unit)[0], student
+
+  unit = tiny.batch['image'].astype(jnp.float32) / 255.0
+  on_mixed, on_real, student = conftest.host(logits(unit, mixed.images))
+  labels = np.asarray(tiny.batch['label'])
+  mixed_labels = (lam * np.eye(conftest.NUM_CLASSES)[labels] + (1 - lam) *
+                  np.eye(conftest.NUM_CLASSES)[labels[perm]])
+  log_student = _log_softmax(student / temperature)
+
+  def loss(distill_target):
+    onehot = -np.mean(np.sum(mixed_labels * _log_softmax(student), -1))
+    distill = temperature**2 * np.mean(
+        -np.sum(distill_target * log_student, -1))
+    return (1 - alpha) * onehot + alpha * distill
+
+  softmax = lambda z: np.exp(_log_softmax(z / temperature))
+  expected = loss(softmax(on_mixed))
+  assert float(metrics['loss']) == pytest.approx(expected, rel=1e-5)
+  outputs_mixed = loss(lam * softmax(on_real) +
+                       (1 - lam) * softmax(on_real[perm]))
+  labels_only = loss(mixed_labels)
+  for alternative in (outputs_mixed, labels_only):
+    # 100 times the tolerance the step's loss matches to (the targets'
+    # effect on the loss is small: the random student is nearly uniform).
+    assert abs(alternative - expected) > 1e-3 * expected
+
+
+def test_mixup_on_tgt_mixes_the_real_images_of_tgt_methods(tiny):
+  """`mixup.on_tgt`: every TGT method trains on mixed real images under its
+  own name ('tgt_random+mixup'); kd and onehot are unchanged."""
+  config = tiny.config.copy_and_resolve_references()
+  assert methods.trained_name('tgt_random', config) == 'tgt_random'
+  config.mixup.on_tgt = True
+  names = {m: methods.trained_name(m, config) for m in methods.METHODS}
+  assert names == {'onehot': 'onehot', 'kd': 'kd', 'kd_mixup': 'kd_mixup',
+                   'tgt_random': 'tgt_random+mixup',
+                   'tgt_gradient': 'tgt_gradient+mixup',
+                   'tgt_prior': 'tgt_prior+mixup'}
+  assert [m for m in methods.METHODS if methods.in_run(m, config).mixup] == [
+      'kd_mixup', 'tgt_random', 'tgt_gradient', 'tgt_prior']
+  adjustment = train_steps.LongTailAdjustment.create(
+      'logit_adjusted', np.ones(10), np.ones(10))
+  assert train_steps.result_key(names['tgt_random'], (), adjustment) == (
+      'tgt_random+mixup+logit_adjusted')
+
+  args = (tiny.state, tiny.teachers, tiny.batch, jax.random.PRNGKey(0))
+  _, mixed = conftest.host(_step('tgt_random', tiny, on_tgt=True)(*args))
+  _, plain = conftest.host(_step('tgt_random', tiny)(*args))
+  assert float(mixed['mixup_lambda']) == float(
+      _mixed_batch(tiny, args[-1]).lam)
+  assert 'mixup_lambda' not in plain
+  assert abs(float(mixed['real_loss']) - float(plain['real_loss'])) > 1e-3
+  weight = tiny.config.distill.generated_weight
+  assert mixed['loss'] == pytest.approx(
+      mixed['real_loss'] + weight * mixed['generated_loss'], rel=1e-5)
+
+
+@pytest.mark.parametrize('method', ['tgt_random', 'tgt_gradient', 'kd_mixup'])
 def test_step_is_a_function_of_state_batch_and_rng(method, tiny):
-  step = _step(method, tiny)
+  step = _step(method, tiny, **(KD_DISTILL if method in KD_METHODS else {}))
   rng = jax.random.PRNGKey(0)
   first = conftest.host(step(tiny.state, tiny.teachers, tiny.batch, rng))
   second = conftest.host(step(tiny.state, tiny.teachers, tiny.batch, rng))
   assert conftest.tree_allclose(first, second)  # Bit-identical.
-  if method == 'tgt_random':
-    # The key matters, and so does the step number (folded into it).
+  drawn = {'tgt_random': 'generated_loss', 'kd_mixup': 'mixup_lambda'}
+  if method in drawn:
+    # The key matters, and so does the step number (folded into it): a
+    # resumed run draws at each step what the uninterrupted one drew.
     other = conftest.host(step(tiny.state, tiny.teachers, tiny.batch,
                                jax.random.PRNGKey(1)))
     assert not conftest.tree_allclose(first[1], other[1])
     later = conftest.host(step(tiny.state.replace(step=tiny.state.step + 1),
                                tiny.teachers, tiny.batch, rng))
-    assert not np.allclose(first[1]['generated_loss'],
-                           later[1]['generated_loss'])
+    assert not np.allclose(first[1][drawn[method]],
+                           later[1][drawn[method]])
 
 
 def test_a_latent_cache_trains_as_encoding_every_step(tiny):

@@ -229,6 +229,15 @@ def base_config() -> ml_collections.ConfigDict:
   config.distill.alpha = 1.0  # Weight of the labeler's soft label.
   config.distill.generated_weight = 1.0  # lambda on generated images.
 
+  # Mixup of the real images (methods.mixup): kd_mixup, function matching
+  # (Beyer et al. 2022), always mixes; on_tgt also mixes the real images of
+  # every TGT method (results keyed <method>+mixup).
+  config.mixup = ml_collections.ConfigDict()
+  # [ext] lam ~ Beta(c, c), one per batch: big_vision's distillation configs
+  # use c = 1 (lam uniform).
+  config.mixup.concentration = 1.0
+  config.mixup.on_tgt = False  # [ours] Off: TGT as the paper states it.
+
   # Exploration of the latent (Table 6 rows sigma, eta, num steps).
   config.exploration = ml_collections.ConfigDict()
   config.exploration.sigma = 0.5  # Isotropic perturbation scale.

@@ -11,9 +11,11 @@ def soft_cross_entropy(target_probs: jax.Array,
 
 
 def onehot_cross_entropy(labels: jax.Array, logits: jax.Array) -> jax.Array:
-  """Mean cross-entropy against integer labels."""
-  return jnp.mean(soft_cross_entropy(
-      jax.nn.one_hot(labels, logits.shape[-1]), logits))
+  """Mean cross-entropy against integer labels [N], or against mixtures of
+  one-hot labels [N, K] (a mixed image's label, see methods.mixup)."""
+  if labels.ndim < logits.ndim:
+    labels = jax.nn.one_hot(labels, logits.shape[-1])
+  return jnp.mean(soft_cross_entropy(labels, logits))
 
 
 def distillation_loss(teacher_logits: jax.Array, student_logits: jax.Array,
@@ -34,6 +36,8 @@ def mixed_target_loss(labels: jax.Array, teacher_logits: jax.Array,
                       distill_offset=0.0) -> jax.Array:
   """(1 - alpha) * one-hot CE + alpha * distillation, on the same images.
 
+  `labels`: integer labels, or mixed one-hot labels (see
+  `onehot_cross_entropy`).
   The offsets are added to the student's logits inside each part (a long-tail
   adjustment, see `LongTailAdjustment` in train_steps); 0 for plain losses.
   """

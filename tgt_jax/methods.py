@@ -1,10 +1,24 @@
 """Which methods exist, and what each one trains the student on.
 
 `METHODS` is the one table: a method is the target its real images get
-(the one-hot label, or the labeler's soft label mixed with it) and, for TGT,
-an explorer that finds the latents of the generated images. The one train
-step (train_steps.py) reads everything else from here. To add a method, add
-an explorer (if it generates) and a row.
+(the one-hot label, or the labeler's soft label mixed with it), whether
+those images are mixed first (mixup), and, for TGT, an explorer that finds
+the latents of the generated images. The one train step (train_steps.py)
+reads everything else from here. To add a method, add an explorer (if it
+generates) and a row.
+
+Mixup (`kd_mixup`, and every TGT method with `mixup.on_tgt`): function
+matching (Beyer et al. 2022, "Knowledge distillation: A good teacher is
+patient and consistent"): the student and the labeler see the same mixed
+image, and the target is the labeler's output on it,
+
+  x_mix = lam * x + (1 - lam) * x[perm],   target h(x_mix),
+
+not the mixture of h(x) and h(x[perm]) nor of the labels. The one-hot part
+of the target (distill.alpha < 1) is the mixed label lam * onehot(y) +
+(1 - lam) * onehot(y[perm]), as in mixup (Zhang et al. 2018) [ours: so that
+kd_mixup is kd on mixed images; at the default alpha = 1 it is the paper's
+function matching, the labeler's output alone].
 
 Exploration rules [paper: "sampling or gradient-based methods"; the exact
 form of each is ours, see shared notes tgt_method.md]:
@@ -25,9 +39,10 @@ the whole batch; and it is the function the student computes at test time.
 """
 
 import dataclasses
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from tgt_jax import exploration
@@ -97,6 +112,38 @@ def explore_gradient(z: jax.Array, inputs: ExploreInputs) -> jax.Array:
                                    cfg.num_steps, cfg.normalize)
 
 
+class Mixup(NamedTuple):
+  """A mixed batch: images = lam * x + (1 - lam) * x[perm]."""
+  images: jax.Array
+  lam: jax.Array  # Scalar: one coefficient for the whole batch.
+  perm: jax.Array  # [N] int: each example's partner.
+
+  def label_probs(self, labels: jax.Array, num_classes: int) -> jax.Array:
+    """The mixed images' labels, lam * onehot(y) + (1 - lam) *
+    onehot(y[perm]) [N, num_classes]."""
+    onehot = jax.nn.one_hot(labels, num_classes)
+    return self.lam * onehot + (1.0 - self.lam) * onehot[self.perm]
+
+
+def mixup(rng: jax.Array, images: jax.Array, concentration: float) -> Mixup:
+  """Mixes a batch with a random permutation of itself.
+
+  [ext] One lam ~ Beta(c, c) for the whole batch, as big_vision's
+  `utils.mixup` by default (its distillation configs: c = 1) and Zhang et
+  al.'s code; big_vision notes that one lam per example "is usually a bad
+  idea". [ext] lam is flipped to max(lam, 1 - lam), as big_vision sorts its
+  weights: each mixed image is mostly its own example, so y is its dominant
+  label (the step's accuracy metric). [ours] The partner is a uniform random
+  permutation, as in Zhang et al.'s code (big_vision rolls the batch by
+  one). Each draw is a function of `rng` alone.
+  """
+  lam_rng, perm_rng = jax.random.split(rng)
+  lam = jax.random.beta(lam_rng, concentration, concentration)
+  lam = jnp.maximum(lam, 1.0 - lam)
+  perm = jax.random.permutation(perm_rng, images.shape[0])
+  return Mixup(lam * images + (1.0 - lam) * images[perm], lam, perm)
+
+
 @dataclasses.dataclass(frozen=True)
 class Method:
   """What a method trains the student on.
@@ -110,10 +157,15 @@ class Method:
       the student learns with the labeler's soft label; None: real images
       only.
     encodes: the explorer starts from E(x); False skips the encoder.
+    mixup: the real images are mixed (`mixup`) before the student and the
+      labeler see them; the target is that of the mixed image (module doc).
+      [ours] An explorer still starts from E(x) of the unmixed images, so
+      the latent cache stays exact and the generated images are TGT's.
   """
   soft_targets: bool
   explore: Optional[Explorer] = None
   encodes: bool = True
+  mixup: bool = False
 
   @property
   def uses_labeler(self) -> bool:
@@ -127,6 +179,7 @@ class Method:
 METHODS: dict[str, Method] = {
     'onehot': Method(soft_targets=False),
     'kd': Method(soft_targets=True),
+    'kd_mixup': Method(soft_targets=True, mixup=True),
     'tgt_random': Method(soft_targets=True, explore=explore_random),
     'tgt_gradient': Method(soft_targets=True, explore=explore_gradient),
     'tgt_prior': Method(soft_targets=True, explore=explore_prior,
@@ -140,6 +193,22 @@ def get(name: str) -> Method:
     raise ValueError(f'Unknown method {name!r} in config.methods; choose '
                      f'from {tuple(METHODS)}.')
   return METHODS[name]
+
+
+def in_run(name: str, config: ml_collections.ConfigDict) -> Method:
+  """The method `name` as a run of `config` trains it: with
+  `config.mixup.on_tgt`, a TGT method also mixes its real images."""
+  method = get(name)
+  if config.mixup.on_tgt and method.uses_generator:
+    return dataclasses.replace(method, mixup=True)
+  return method
+
+
+def trained_name(name: str, config: ml_collections.ConfigDict) -> str:
+  """What a run of `config` trains as `name`: e.g. 'tgt_random+mixup' (the
+  start of its results.json key)."""
+  added = in_run(name, config).mixup and not get(name).mixup
+  return f'{name}+mixup' if added else name
 
 
 def generating(names) -> list[str]:

@@ -5,8 +5,10 @@ r"""Draws a sample grid from a workdir's trained teachers and students.
 
 Rows: one eval image per class (the first `--num` classes, or `--classes`),
 their reconstructions G(E(x)), what each TGT method explores from them with
-the student it trained, and with `--prior=N` N decodes of prior samples
-G(z), z ~ N(0, I); every image titled with the teacher labeler's label.
+the student it trained, the same images mixed if a student trained on mixed
+images (kd_mixup, mixup.on_tgt), and with `--prior=N` N decodes of prior
+samples G(z), z ~ N(0, I); every image titled with the teacher labeler's
+label.
 Reads checkpoints only (see tgt_jax.evaluate).
 """
 

@@ -107,6 +107,11 @@ def config_errors(config: ml_collections.ConfigDict, mesh) -> list[str]:
     if name not in methods.METHODS:
       errors.append(f'Unknown method {name!r} in config.methods; choose '
                     f'from {tuple(methods.METHODS)}.')
+  known = [m for m in config.methods if m in methods.METHODS]
+  if (any(methods.in_run(m, config).mixup for m in known) and
+      not config.mixup.concentration > 0):
+    errors.append(f'mixup.concentration={config.mixup.concentration}: lam ~ '
+                  'Beta(c, c) needs c > 0.')
   batch_fields = ['batch_size', 'eval_batch_size', 'teacher_labeler.batch_size']
   if needs_generator(config):
     batch_fields.append('teacher_generator.batch_size')
@@ -451,7 +456,8 @@ def train_student(run: Run, dataset: dataset_lib.Dataset,
                                 run.dtype)
   terms = train_steps.loss_terms(config, dataset.num_classes)
   long_tail = long_tail_adjustment(config, dataset)
-  key = train_steps.result_key(method, terms, long_tail)
+  key = train_steps.result_key(methods.trained_name(method, config), terms,
+                               long_tail)
   num_steps, steps_per_epoch = num_steps_and_epoch(dataset, 'student', config)
   tx = train_steps.create_optimizer(config, steps_per_epoch, num_steps)
   rng = init_key(config.seed, 'student')
@@ -576,8 +582,10 @@ def sample_rows(config: ml_collections.ConfigDict,
 
   Real eval images, their reconstructions G(E(x)), and a row per TGT method
   in `students`: what that method explores from the same images with the
-  student it trained (tgt_prior: prior samples). `prior_samples` > 0 adds
-  a row of G(z), z ~ N(0, I).
+  student it trained (tgt_prior: prior samples), named as trained (e.g.
+  'tgt_random+mixup explored'). If a student mixes its real images, a row
+  of the same images mixed (methods.mixup): their labels are its targets.
+  `prior_samples` > 0 adds a row of G(z), z ~ N(0, I).
   """
   images, _ = dataset.grid_examples(num)
   real = image_ops.uint8_to_unit(jnp.asarray(images))
@@ -590,7 +598,11 @@ def sample_rows(config: ml_collections.ConfigDict,
       latents = train_steps.explore(
           method, student.classifier, student.variables, teachers, {}, real,
           rng, config)
-      rows[f'{method} explored'] = teachers.generate(latents)
+      rows[f'{methods.trained_name(method, config)} explored'] = (
+          teachers.generate(latents))
+  if any(methods.in_run(method, config).mixup for method in students):
+    rows['mixup x_mix'] = methods.mixup(jax.random.fold_in(rng, 2), real,
+                                        config.mixup.concentration).images
   if prior_samples:
     rows['prior G(z)'] = teachers.generate(jax.random.normal(
         jax.random.fold_in(rng, 1), (prior_samples, teachers.latent_dim)))
@@ -628,7 +640,8 @@ def plan(config: ml_collections.ConfigDict,
   terms = train_steps.loss_terms(config, dataset.num_classes)
   long_tail = long_tail_adjustment(config, dataset)
   for method in config.methods:
-    planned[train_steps.result_key(method, terms, long_tail)] = (
+    planned[train_steps.result_key(methods.trained_name(method, config),
+                                   terms, long_tail)] = (
         num_steps_and_epoch(dataset, 'student', config)[0])
   return planned
 

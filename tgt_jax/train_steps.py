@@ -14,6 +14,7 @@ device mesh; training, the benchmark and the tests all call it.
 
 One step, for a real batch (x, y) and labeler h, generator G:
 
+    x        = lam x + (1 - lam) x[perm]  (a mixup method; y mixed alike)
     images   = [x]                      (+ G(z~) when the method explores)
     loss     = l(f(x), target)
                + lambda * tau^2 CE(h(G(z~)) / tau, f(G(z~)) / tau)
@@ -42,6 +43,10 @@ from tgt_jax import sharding
 from tgt_jax.models import classifier as classifier_lib
 
 StepFn = Callable[..., tuple[Any, dict[str, jax.Array]]]
+
+# fold_in(step key, MIXUP_STREAM) is the mixup's key: the explorers use the
+# step key itself, so mixing leaves their draws as they were.
+MIXUP_STREAM = 1
 
 # Loss terms a config can add to any method: config section -> the terms it
 # asks for (empty when off). Adding a term: write it (see
@@ -113,7 +118,8 @@ def loss_terms(config: ml_collections.ConfigDict,
 def result_key(method: str, terms: Sequence[Any] = (),
                long_tail: 'LongTailAdjustment | None' = None) -> str:
   """A student's name in results.json and students/: e.g. 'kd+emb_raw',
-  'tgt_gradient+logit_adjusted'."""
+  'tgt_gradient+logit_adjusted'; `method` as methods.trained_name says,
+  e.g. 'tgt_random+mixup'."""
   return '+'.join([method, *([long_tail.name] if long_tail else []),
                    *(term.name for term in terms)])
 
@@ -195,7 +201,7 @@ def make_train_step(method_name: str, student: classifier_lib.Classifier,
                     long_tail: LongTailAdjustment | None = None) -> StepFn:
   """The (unjitted) step of `method_name` with the given loss terms and
   long-tail adjustment."""
-  method = methods.get(method_name)
+  method = methods.in_run(method_name, config)
   distill = config.distill
   alpha, temperature = distill.alpha, distill.temperature
   task_weight = 1.0 - sum(term.weight for term in terms)
@@ -209,6 +215,13 @@ def make_train_step(method_name: str, student: classifier_lib.Classifier,
     real = image_ops.uint8_to_unit(batch['image'])
     labels = batch['label']
     images = [real]
+    if method.mixup:
+      # The student, the labeler and a loss term see the mixed images (a
+      # term's one-hot targets stay y, each one's dominant label [ours]);
+      # an explorer starts from the unmixed ones (methods.Method).
+      mixed = methods.mixup(jax.random.fold_in(rng, MIXUP_STREAM), real,
+                            config.mixup.concentration)
+      images = [mixed.images]
     if method.explore is not None:
       frozen_student = jax.lax.stop_gradient(
           {'params': state.params, 'batch_stats': state.batch_stats})
@@ -227,13 +240,19 @@ def make_train_step(method_name: str, student: classifier_lib.Classifier,
           {'params': params, 'batch_stats': state.batch_stats}, images,
           train=True)
       logits = _split(logits, sizes)
+      # The one-hot part is against y, or a mixed image's mixed label.
+      targets = (mixed.label_probs(labels, logits[0].shape[-1])
+                 if method.mixup else labels)
       if method.soft_targets:
-        task = losses.mixed_target_loss(labels, labeler_outputs[0][0],
+        task = losses.mixed_target_loss(targets, labeler_outputs[0][0],
                                         logits[0], alpha, temperature,
                                         onehot_offset, distill_offset)
       else:
-        task = losses.onehot_cross_entropy(labels, logits[0] + onehot_offset)
+        task = losses.onehot_cross_entropy(targets, logits[0] + onehot_offset)
+      # On mixed images: agreement with y, each one's dominant label.
       metrics = {'accuracy': jnp.mean(losses.top1_correct(labels, logits[0]))}
+      if method.mixup:
+        metrics['mixup_lambda'] = mixed.lam
       if method.explore is not None:
         teacher_generated = labeler_outputs[1][0]
         generated_loss = losses.distillation_loss(
