@@ -17,8 +17,9 @@ training, the benchmark and the tests call.
 One step, for a real batch (x, y) and labeler h, generator G:
 
     images   = [x]                      (+ G(z~) when the method explores)
-    loss     = l(f(x), target)
-               + lambda * tau^2 CE(h(G(z~)) / tau, f(G(z~)) / tau)
+    loss     = (1 - alpha) CE(onehot(y), f(x))           (onehot: alone)
+               + alpha tau^2 CE(softmax(h(x) / tau), f(x) / tau)
+               + lambda tau^2 CE(softmax(h(G(z~)) / tau), f(G(z~)) / tau)
     objective = (1 - sum w_k) * loss + sum_k w_k * term_k   (loss terms)
 
 Only the student is differentiated: the teachers' outputs are fixed targets.
