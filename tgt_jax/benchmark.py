@@ -46,26 +46,31 @@ from tgt_jax.data import loading
 from tgt_jax.models import build
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'Experiment config (required '
-                                'unless --table_from).',
-                                lock_config=True)
-flags.DEFINE_integer('steps', 30, 'Timed steps per method, after warm-up.')
-flags.DEFINE_integer('warmup_steps', 3, 'Untimed steps after compilation.')
-flags.DEFINE_list('gradient_steps', ['1', '2', '4'],
-                  'Exploration steps of the extra tgt_gradient variants '
-                  '(the config\'s own count is the tgt_gradient row).')
-flags.DEFINE_bool('input_only', False,
-                  'Measure only the input pipeline (paper configs on CPU).')
-flags.DEFINE_string('table_from', None,
-                    'Only print the table of a saved report (a file holding '
-                    'the JSON line a run printed last), e.g. '
-                    'docs/benchmarks/*.json.')
-flags.DEFINE_bool('synthetic_input', False,
-                  'Time the steps on random batches, loading no data (for '
-                  'machines without TensorFlow, e.g. an accelerator host).')
-flags.DEFINE_bool('cached_latents', True,
-                  'Also time tgt_random and tgt_gradient with E(x) cached '
-                  '(exploration.cache_latents), i.e. no encoder pass.')
+
+
+def define_flags():
+  """The command line (only when run as a program: tests import this
+  module beside others that define --config)."""
+  config_flags.DEFINE_config_file('config', None, 'Experiment config (required '
+                                  'unless --table_from).',
+                                  lock_config=True)
+  flags.DEFINE_integer('steps', 30, 'Timed steps per method, after warm-up.')
+  flags.DEFINE_integer('warmup_steps', 3, 'Untimed steps after compilation.')
+  flags.DEFINE_list('gradient_steps', ['1', '2', '4'],
+                    'Exploration steps of the extra tgt_gradient variants '
+                    '(the config\'s own count is the tgt_gradient row).')
+  flags.DEFINE_bool('input_only', False,
+                    'Measure only the input pipeline (paper configs on CPU).')
+  flags.DEFINE_string('table_from', None,
+                      'Only print the table of a saved report (a file holding '
+                      'the JSON line a run printed last), e.g. '
+                      'docs/benchmarks/*.json.')
+  flags.DEFINE_bool('synthetic_input', False,
+                    'Time the steps on random batches, loading no data (for '
+                    'machines without TensorFlow, e.g. an accelerator host).')
+  flags.DEFINE_bool('cached_latents', True,
+                    'Also time tgt_random and tgt_gradient with E(x) cached '
+                    '(exploration.cache_latents), i.e. no encoder pass.')
 
 
 class RecompilationError(RuntimeError):
@@ -341,4 +346,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
