@@ -1,15 +1,17 @@
 """TGT on the bundled handwritten digits, made long-tailed: the CPU demo.
 
-Command (about 9 minutes and 3.4 GiB on a 2-core CPU; see the README):
+Command (its time and memory on a 2-core CPU: the README, "What the demo
+gives"):
 
   python main.py --config=configs/digits_lt.py
 
 Arguments: `configs/digits_lt.py:quick` is the same pipeline shrunk to
 about two minutes (a first look; its accuracies mean nothing).
 
-Expected result (3 student seeds, README): overall / few-shot accuracy
-about 91 / 72-74% for `onehot` and `kd`, 95-97 / 84-90% for `tgt_gradient`
-and `tgt_random`.
+Expected result: the README's multi-seed table ("What the demo gives",
+written by `tgt_jax.experiments.multi_seed`), not copied here so that the
+two cannot disagree; which differences between methods hold:
+docs/results.md.
 
 Data. scikit-learn's 1,797 real 8x8 digits ship inside the package
 (`tgt_jax/data/assets`). A fixed stratified split puts 40 images a class in a

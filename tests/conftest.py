@@ -37,6 +37,8 @@ import optax  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
 from tgt_jax import config_lib  # pylint: disable=g-import-not-at-top
+from tgt_jax import sharding  # pylint: disable=g-import-not-at-top
+from tgt_jax import student_setup as student_setup_lib  # pylint: disable=g-import-not-at-top
 from tgt_jax import teachers as teachers_lib  # pylint: disable=g-import-not-at-top
 from tgt_jax import train_steps  # pylint: disable=g-import-not-at-top
 from tgt_jax.models import build  # pylint: disable=g-import-not-at-top
@@ -140,6 +142,26 @@ def make_tiny_setup(config: ml_collections.ConfigDict | None = None,
   }
   return TinySetup(config=config, student=student, tx=tx, teachers=teachers,
                    state=state, batch=batch)
+
+
+def student_setup(tiny: TinySetup, method: str,
+                  config: ml_collections.ConfigDict | None = None, mesh=None,
+                  donate: bool = False) -> student_setup_lib.StudentSetup:
+  """`student_setup.create` of `method` under `config` (resolved; default
+  the tiny one), as training builds a student (the config's loss terms and
+  long-tail adjustment, one count per class), but from the tiny student's
+  variables and with its optimiser. The step keeps its input state unless
+  told, so the setup's state can be stepped from again."""
+  config = config or tiny.config
+  image_shape = tuple(tiny.batch['image'].shape[1:])
+  return student_setup_lib.create(
+      config, method,
+      student_setup_lib.StudentData.uniform(NUM_CLASSES, image_shape,
+                                            config.batch_size),
+      tiny.teachers, mesh or sharding.create_mesh(), jax.random.PRNGKey(0),
+      variables={'params': tiny.state.params,
+                 'batch_stats': tiny.state.batch_stats},
+      tx=tiny.tx, donate=donate)
 
 
 @pytest.fixture(scope='session')

@@ -11,7 +11,7 @@ jax is imported):
       jax.distributed.initialize as `main.py --multihost` does: each step on
       the mesh of all global devices, every process feeding its own rows.
 
-The step is built (train_steps.jit_train_step) and fed as training does
+The student is built (student_setup.create) and fed as training does
 (replicated state and teachers, each process's rows of the batch assembled
 into a global array split along 'data', replicated outputs). Process 0 (or
 the single process) writes OUT_DIR/arrays.npz: per method the initial state,
@@ -35,7 +35,6 @@ import conftest
 from tgt_jax import config_lib
 from tgt_jax import sharding
 from tgt_jax import train
-from tgt_jax import train_steps
 from tgt_jax.data import loading
 
 # Every method's step (kd_mixup: its permutation gathers rows across the
@@ -88,17 +87,16 @@ def step_config():
   return config_lib.resolve(config)
 
 
-def method_setup(name, tiny):
-  """(terms, initial state) of `name`, e.g. 'kd+emb_compressed'."""
+def method_setup(name, tiny, mesh):
+  """The student of `name` (e.g. 'kd+emb_compressed') on `mesh`, built by
+  `student_setup.create` as training builds it, except that its step keeps
+  its input state (the same one is stepped on every mesh)."""
   method, _, mode = name.partition('+emb_')
-  if not mode:
-    return method, (), tiny.state
-  config = tiny.config.copy_and_resolve_references()
-  config.embedding_distill.mode = mode
-  (term,) = train_steps.loss_terms(config, conftest.NUM_CLASSES)
-  term_state = term.init(jax.random.PRNGKey(2), tiny.teachers,
-                         tiny.batch['image'].shape[1:])
-  return method, (term,), tiny.state.replace(terms={term.name: term_state})
+  config = tiny.config
+  if mode:
+    config = config.copy_and_resolve_references()
+    config.embedding_distill.mode = mode
+  return conftest.student_setup(tiny, method, config, mesh)
 
 
 @contextlib.contextmanager
@@ -179,20 +177,17 @@ def main(out_dir, mode, *process_args):
   arrays, report = {}, {'placement': {}, 'errors': {}, 'kinks': {}}
 
   for name in METHODS:
-    method, terms, init_state = method_setup(name, tiny)
-    arrays.update({f'init/{name}/{k}': v for k, v in flat(init_state).items()})
     for num_devices, mesh in meshes.items():
       sharding.check_batch_size(config.batch_size, mesh)
-      # As training builds it, except that the input state is not donated:
-      # the same one is reused for every mesh here.
-      step = train_steps.jit_train_step(method, tiny.student, tiny.tx,
-                                        config, mesh, terms, donate=False)
-      state = sharding.put_replicated(init_state, mesh)
+      setup = method_setup(name, tiny, mesh)
+      # The same values on every mesh: one copy is kept.
+      arrays.update({f'init/{name}/{k}': v
+                     for k, v in flat(setup.state).items()})
       teachers = sharding.put_replicated(tiny.teachers, mesh)
       batch = sharding.put_batch(
           jax.tree.map(lambda x: x[rows], host_batch), mesh)
-      new_state, metrics = step(state, teachers, batch,
-                                jax.random.PRNGKey(STEP_KEY))
+      new_state, metrics = setup.step(setup.state, teachers, batch,
+                                      jax.random.PRNGKey(STEP_KEY))
       kernel = jax.tree.leaves(new_state.params)[0]
       report['placement'][f'{name}/{num_devices}'] = {
           'batch_devices': len(batch['image'].sharding.device_set),
@@ -210,18 +205,17 @@ def main(out_dir, mode, *process_args):
     if mode == 'devices':
       # The same steps again, recording their ReLU inputs (a separate pass:
       # the callbacks gather activations, which would change the program
-      # under test); jit_train_step jits afresh, so the patched ReLU traces.
+      # under test); a new setup jits afresh, so the patched ReLU traces.
       recorded = {}
       for num_devices, mesh in meshes.items():
         recorded[num_devices] = {}
         with relu_inputs(recorded[num_devices]):
-          step = train_steps.jit_train_step(method, tiny.student, tiny.tx,
-                                            config, mesh, terms, donate=False)
-          step(sharding.put_replicated(init_state, mesh),
-               sharding.put_replicated(tiny.teachers, mesh),
-               sharding.put_batch(jax.tree.map(lambda x: x[rows], host_batch),
-                                  mesh),
-               jax.random.PRNGKey(STEP_KEY))
+          setup = method_setup(name, tiny, mesh)
+          setup.step(setup.state,
+                     sharding.put_replicated(tiny.teachers, mesh),
+                     sharding.put_batch(
+                         jax.tree.map(lambda x: x[rows], host_batch), mesh),
+                     jax.random.PRNGKey(STEP_KEY))
           jax.effects_barrier()
       report['kinks'][name] = kinks(recorded[1], recorded[4])
 

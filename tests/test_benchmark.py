@@ -1,15 +1,95 @@
-"""The benchmark runs on the quick demo config and prints its JSON report."""
+"""The benchmark times the step training takes, runs on the quick demo
+config and prints its JSON report."""
 
 import json
 import os
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
+import conftest
 from test_config_lib import load_config
+from tgt_jax import benchmark
+from tgt_jax import monitoring
+from tgt_jax import sharding
+from tgt_jax import student_setup
+from tgt_jax import teachers as teachers_lib
+from tgt_jax import train
+from tgt_jax.data import loading
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _configured_method():
+  """The tiny demo config with a loss term and a long-tail adjustment."""
+  config = conftest.tiny_config()
+  config.methods = ('kd',)
+  config.long_tail_loss = 'logit_adjusted'
+  config.embedding_distill.mode = 'compressed'
+  # Trained jointly: no pre-training, so training's initial state is the
+  # one the benchmark (which never pre-trains) starts from.
+  config.embedding_distill.pretrain_steps = 0
+  return conftest.resolved(config)
+
+
+def test_a_configured_methods_benchmark_step_is_its_training_step(tmp_path):
+  """kd with an embedding term and logit adjustment: the benchmark's
+  student, built by `benchmark.method_setup` from training's variables, has
+  training's key, loss terms, adjustment, initial state and step key, and
+  its step computes bit for bit the state and metrics training's does."""
+  config = _configured_method()
+  mesh = sharding.create_mesh()
+  dataset = loading.load_dataset(config)
+  teachers = sharding.put_replicated(teachers_lib.random_teachers(
+      config, dataset.num_classes, dataset.image_shape[-1]), mesh)
+  run = train.Run(config=config, workdir=str(tmp_path), mesh=mesh,
+                  writer=monitoring.create_writer('', enabled=False))
+  batches = dataset.train_batches('student', config.batch_size,
+                                  train.data_seed(config.seed, 'student'))
+  trained = train.student_setup(run, dataset, teachers, 'kd', batches)
+  timed = benchmark.method_setup(
+      config, 'kd', student_setup.StudentData.of(dataset), teachers, mesh,
+      jax.device_get({'params': trained.state.params,
+                      'batch_stats': trained.state.batch_stats}))
+  assert trained.key == timed.key == 'kd+logit_adjusted+emb_compressed'
+  assert timed.terms == trained.terms and len(trained.terms) == 1
+  assert timed.long_tail == trained.long_tail is not None
+  assert timed.num_steps == trained.num_steps
+  assert timed.classifier == trained.classifier
+  assert conftest.tree_allclose(conftest.host(timed.state),
+                                conftest.host(trained.state))
+  np.testing.assert_array_equal(jax.random.key_data(timed.step_rng),
+                                jax.random.key_data(trained.step_rng))
+  batch = sharding.put_batch(batches(0), mesh)
+  outputs = [conftest.host(setup.step(setup.state, teachers, batch,
+                                      setup.step_rng))
+             for setup in (trained, timed)]
+  assert 'emb_compressed/distance' in outputs[0][1]
+  assert conftest.tree_allclose(outputs[1], outputs[0])  # Exact.
+
+
+def test_the_benchmark_builds_its_students_with_the_training_builder(
+    monkeypatch):
+  """run_benchmark asks `student_setup.create` (training's builder) for
+  every row, with the config's loss term and long-tail adjustment."""
+  built = []
+
+  class Built(Exception):
+    pass
+
+  def create(config, method, data, *args, **kwargs):
+    del args, kwargs
+    built.append((method, student_setup.result_key(config, method, data)))
+    raise Built()  # Only which student is asked for matters here.
+
+  monkeypatch.setattr(student_setup, 'create', create)
+  with pytest.raises(Built):
+    benchmark.run_benchmark(_configured_method(), num_steps=1,
+                            warmup_steps=0, synthetic_input=True)
+  assert built == [('kd', 'kd+logit_adjusted+emb_compressed')]
 
 
 @pytest.mark.integration

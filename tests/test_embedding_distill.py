@@ -12,7 +12,6 @@ import pytest  # pylint: disable=g-import-not-at-top
 
 import conftest  # pylint: disable=g-import-not-at-top
 from tgt_jax import embedding_distill  # pylint: disable=g-import-not-at-top
-from tgt_jax import sharding  # pylint: disable=g-import-not-at-top
 from tgt_jax import train_steps  # pylint: disable=g-import-not-at-top
 
 EMBEDDING_MODES = ('raw', 'compressed', 'random_projection')
@@ -93,22 +92,20 @@ def _term(tiny, mode, **overrides):
   return config, term
 
 
-_STEPS = {}
+_SETUPS = {}
 
 
 def _setup(tiny, method, mode, **overrides):
-  """(config, term, jitted step, initial state with the term's state)."""
+  """(config, term, jitted step, initial state with the term's state), as
+  `student_setup.create` builds them; one compiled step per key, shared
+  (it does not donate, so its initial state is reused)."""
   key = (method, mode, tuple(sorted(overrides.items())))
-  if key not in _STEPS:
-    config, term = _term(tiny, mode, **overrides)
-    step = train_steps.jit_train_step(method, tiny.student, tiny.tx, config,
-                                      sharding.create_mesh(), (term,),
-                                      donate=False)
-    _STEPS[key] = (config, term, step)
-  config, term, step = _STEPS[key]
-  term_state = term.init(jax.random.PRNGKey(0), tiny.teachers,
-                         tiny.batch['image'].shape[1:])
-  return config, term, step, tiny.state.replace(terms={term.name: term_state})
+  if key not in _SETUPS:
+    config, _ = _term(tiny, mode, **overrides)
+    _SETUPS[key] = config, conftest.student_setup(tiny, method, config)
+  config, setup = _SETUPS[key]
+  (term,) = setup.terms
+  return config, term, setup.step, setup.state
 
 
 def _unit(tiny):

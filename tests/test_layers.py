@@ -2,8 +2,9 @@
 
 From the bottom: building blocks with no project imports; the config
 schema, networks and data; the frozen teachers, the method table, loss
-terms and evaluation; the one train step; the stages and programs; the
-experiments. A module may import modules of its own layer or below.
+terms and evaluation; the one train step and the one student setup; the
+stages and programs; the experiments. A module may import modules of its
+own layer or below.
 """
 
 import ast
@@ -25,8 +26,8 @@ LAYERS = [
     # 2: what a step and a stage are made of.
     ['teachers', 'methods', 'embedding_distill', 'evaluation', 'monitoring',
      'generator_training', 'pretrained'],
-    # 3: the one train step.
-    ['train_steps'],
+    # 3: the one train step, and the one student setup that uses it.
+    ['train_steps', 'student_setup'],
     # 4: stages and programs.
     ['train', 'benchmark', 'convert_bigbigan', 'convert_keras_resnet'],
     # 5: programs over a workdir.

@@ -25,13 +25,12 @@ from test_config_lib import load_config  # pylint: disable=g-import-not-at-top
 from tgt_jax import config_lib  # pylint: disable=g-import-not-at-top
 from tgt_jax import pretrained  # pylint: disable=g-import-not-at-top
 from tgt_jax import sharding  # pylint: disable=g-import-not-at-top
+from tgt_jax import student_setup  # pylint: disable=g-import-not-at-top
 from tgt_jax import teachers as teachers_lib  # pylint: disable=g-import-not-at-top
-from tgt_jax import train_steps  # pylint: disable=g-import-not-at-top
 from tgt_jax.data import dataset as dataset_lib  # pylint: disable=g-import-not-at-top
 from tgt_jax.data import loading  # pylint: disable=g-import-not-at-top
 from tgt_jax.data import long_tail  # pylint: disable=g-import-not-at-top
 from tgt_jax.data import tfds_pipelines  # pylint: disable=g-import-not-at-top
-from tgt_jax.models import build  # pylint: disable=g-import-not-at-top
 
 
 # ---------------------------------------------------------------------------
@@ -302,22 +301,16 @@ def test_smoke_config_takes_a_tgt_gradient_step(fake_data):
   """The models a smoke config builds take one step on its stream."""
   config = config_lib.resolve(load_config('places_lt', 'smoke'))
   teachers = teachers_lib.random_teachers(config, fake_data.num_classes, 3)
-  student = build.classifier(config.student, fake_data.num_classes)
-  tx = train_steps.create_optimizer(config, 10.0, 100)
-  state = train_steps.create_train_state(
-      jax.device_get(pretrained_free_variables(student)), tx)
-  step = train_steps.jit_train_step('tgt_gradient', student, tx, config,
-                                    sharding.create_mesh())
+  data = student_setup.StudentData.of(fake_data)
+  setup = student_setup.create(
+      config, 'tgt_gradient', data, teachers, sharding.create_mesh(),
+      jax.random.PRNGKey(0), variables=student_setup.random_variables(
+          student_setup.classifier(config, data), 3, seed=0))
   batch = fake_data.train_batches('student', config.batch_size, seed=0)(0)
-  new_state, metrics = step(state, teachers, batch, jax.random.PRNGKey(0))
+  new_state, metrics = setup.step(setup.state, teachers, batch,
+                                  setup.step_rng)
   assert np.isfinite(float(metrics['loss']))
   assert int(new_state.step) == 1
-
-
-def pretrained_free_variables(classifier):
-  size = classifier.image_size
-  return teachers_lib.random_variables(classifier.network,
-                                       (1, size, size, 3), seed=0)
 
 
 _OPTIMIZED = {'xla_backend_optimization_level': 3,
@@ -336,29 +329,33 @@ def test_full_size_tgt_gradient_step_on_cpu():
   config.batch_size = 2
   num_classes = 365
   teachers = teachers_lib.random_teachers(config, num_classes, 3)
-  student = build.classifier(config.student, num_classes)
+  # Ten steps an epoch; no dataset is read.
+  data = student_setup.StudentData.uniform(num_classes, (224, 224, 3),
+                                           num_examples=10 * 2)
   counts = {name: pretrained.count_parameters(getattr(teachers, name)['params'])
             for name in ('labeler', 'encoder', 'generator')}
-  variables = pretrained_free_variables(student)
+  variables = student_setup.random_variables(
+      student_setup.classifier(config, data), 3, seed=0)
   counts['student'] = pretrained.count_parameters(variables['params'])
   assert counts['generator'] > 60e6 and counts['labeler'] > 50e6
   assert counts['student'] < counts['labeler'] / 4
-  tx = train_steps.create_optimizer(config, 10.0, 100)
-  state = train_steps.create_train_state(variables, tx)
+  setup = student_setup.create(config, 'tgt_gradient', data, teachers,
+                               sharding.create_mesh(), jax.random.PRNGKey(0),
+                               variables=variables)
+  student = setup.classifier
   batch = {'image': jnp.asarray(np.random.default_rng(0).integers(
                0, 256, (2, 224, 224, 3), np.uint8)),
            'label': jnp.asarray([3, 300], jnp.int32)}
-  step = jax.jit(train_steps.make_train_step('tgt_gradient', student, tx,
-                                             config))
   start = time.perf_counter()
   # XLA's optimisations back on for this one program (the module turns them
   # off for the tiny ones): unoptimised, the strided-conv gradients of the
   # full-size nets run for tens of minutes on a CPU.
-  compiled = step.lower(state, teachers, batch, jax.random.PRNGKey(0)).compile(
-      compiler_options=_OPTIMIZED)
+  compiled = setup.step.lower(setup.state, teachers, batch,
+                              setup.step_rng).compile(
+                                  compiler_options=_OPTIMIZED)
   compile_seconds = time.perf_counter() - start
   start = time.perf_counter()
-  new_state, metrics = compiled(state, teachers, batch, jax.random.PRNGKey(0))
+  new_state, metrics = compiled(setup.state, teachers, batch, setup.step_rng)
   loss = float(metrics['loss'])
   run_seconds = time.perf_counter() - start
   peak_rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

@@ -4,8 +4,9 @@
       [--config.<field>=<value> ...]
 
 For every method of the config (and gradient exploration with 1, 2 and 4
-steps) it compiles the jitted train step exactly as training does, then
-measures, in one process:
+steps) it builds the student as training does (`student_setup.create`: the
+config's loss terms, long-tail adjustment and optimiser included), compiles
+its jitted train step, then measures, in one process:
 
 - step time (median and 10th-90th percentile over `--steps` steps after
   warm-up) and real images per second;
@@ -38,33 +39,38 @@ import numpy as np
 
 from tgt_jax import config_lib
 from tgt_jax import sharding
+from tgt_jax import student_setup
 from tgt_jax import teachers as teachers_lib
-from tgt_jax import train_steps
 from tgt_jax.data import dataset as dataset_lib
 from tgt_jax.data import loading
 from tgt_jax.models import build
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'Experiment config (required '
-                                'unless --table_from).',
-                                lock_config=True)
-flags.DEFINE_integer('steps', 30, 'Timed steps per method, after warm-up.')
-flags.DEFINE_integer('warmup_steps', 3, 'Untimed steps after compilation.')
-flags.DEFINE_list('gradient_steps', ['1', '2', '4'],
-                  'Exploration steps of the extra tgt_gradient variants '
-                  '(the config\'s own count is the tgt_gradient row).')
-flags.DEFINE_bool('input_only', False,
-                  'Measure only the input pipeline (paper configs on CPU).')
-flags.DEFINE_string('table_from', None,
-                    'Only print the table of a saved report (a file holding '
-                    'the JSON line a run printed last), e.g. '
-                    'docs/benchmarks/*.json.')
-flags.DEFINE_bool('synthetic_input', False,
-                  'Time the steps on random batches, loading no data (for '
-                  'machines without TensorFlow, e.g. an accelerator host).')
-flags.DEFINE_bool('cached_latents', True,
-                  'Also time tgt_random and tgt_gradient with E(x) cached '
-                  '(exploration.cache_latents), i.e. no encoder pass.')
+
+
+def define_flags():
+  """The command line (only when run as a program: tests import this
+  module beside others that define --config)."""
+  config_flags.DEFINE_config_file('config', None, 'Experiment config (required '
+                                  'unless --table_from).',
+                                  lock_config=True)
+  flags.DEFINE_integer('steps', 30, 'Timed steps per method, after warm-up.')
+  flags.DEFINE_integer('warmup_steps', 3, 'Untimed steps after compilation.')
+  flags.DEFINE_list('gradient_steps', ['1', '2', '4'],
+                    'Exploration steps of the extra tgt_gradient variants '
+                    '(the config\'s own count is the tgt_gradient row).')
+  flags.DEFINE_bool('input_only', False,
+                    'Measure only the input pipeline (paper configs on CPU).')
+  flags.DEFINE_string('table_from', None,
+                      'Only print the table of a saved report (a file holding '
+                      'the JSON line a run printed last), e.g. '
+                      'docs/benchmarks/*.json.')
+  flags.DEFINE_bool('synthetic_input', False,
+                    'Time the steps on random batches, loading no data (for '
+                    'machines without TensorFlow, e.g. an accelerator host).')
+  flags.DEFINE_bool('cached_latents', True,
+                    'Also time tgt_random and tgt_gradient with E(x) cached '
+                    '(exploration.cache_latents), i.e. no encoder pass.')
 
 
 class RecompilationError(RuntimeError):
@@ -99,6 +105,18 @@ def _method_config(config, method: str):
     method_config = config.copy_and_resolve_references()
     method_config.exploration.num_steps = int(steps)
   return name, method_config
+
+
+def method_setup(config, name: str, data: student_setup.StudentData,
+                 teachers, mesh, variables: dict[str, Any]
+                 ) -> student_setup.StudentSetup:
+  """The student benchmark row `name` times: built by the function training
+  builds its students with, so with the config's loss terms, long-tail
+  adjustment and optimiser (only its initial variables are random)."""
+  method, method_config = _method_config(config, name)
+  return student_setup.create(method_config, method, data, teachers, mesh,
+                              jax.random.PRNGKey(config.seed),
+                              variables=variables)
 
 
 def step_flops(raw_step: Callable, *args) -> float:
@@ -178,8 +196,13 @@ def benchmark_input(dataset: dataset_lib.Dataset, batch_size: int, seed: int,
   return num_batches * batch_size / (time.perf_counter() - start)
 
 
+# Examples a synthetic run's indices (and its latent cache) range over.
+SYNTHETIC_EXAMPLES = 1024
+
+
 def synthetic_batches(config, num_classes: int, num: int = 4,
-                      num_examples: int = 1024) -> list[dict[str, np.ndarray]]:
+                      num_examples: int = SYNTHETIC_EXAMPLES
+                      ) -> list[dict[str, np.ndarray]]:
   """Random uint8 batches of the config's shape (no input pipeline), with
   example indices for a latent cache of `num_examples`."""
   rng = np.random.default_rng(0)
@@ -218,14 +241,17 @@ def run_benchmark(config, num_steps: int, warmup_steps: int,
     num_classes = SYNTHETIC_CLASSES.get(
         config.dataset.name, config.dataset.get('fake_num_classes', 10))
     host_batches = synthetic_batches(config, num_classes)
-    channels = config.dataset.channels
+    size = config.dataset.image_size
+    data = student_setup.StudentData.uniform(
+        num_classes, (size, size, config.dataset.channels),
+        num_examples=SYNTHETIC_EXAMPLES)
   else:
     dataset = loading.load_dataset(config)
     report['input_images_per_s'] = benchmark_input(
         dataset, config.batch_size, config.seed, mesh)
     if input_only:
       return report
-    num_classes, channels = dataset.num_classes, dataset.image_shape[-1]
+    data = student_setup.StudentData.of(dataset)
     batch_fn = dataset.train_batches('student', config.batch_size,
                                      config.seed)
     host_batches = [batch_fn(i) for i in range(4)]
@@ -234,20 +260,15 @@ def run_benchmark(config, num_steps: int, warmup_steps: int,
                       for b in host_batches]
   batches = [sharding.put_batch(b, mesh) for b in host_batches]
   teachers = sharding.put_replicated(
-      teachers_lib.random_teachers(config, num_classes, channels), mesh)
+      teachers_lib.random_teachers(config, data.num_classes,
+                                   data.image_shape[-1]), mesh)
   # A latent cache as training would hold it: timing does not depend on
   # the values, only on the gather replacing the encoder pass.
   cached = teachers.replace(latents=sharding.put_replicated(
-      jnp.zeros((1024, config.teacher_generator.latent_dim)), mesh))
-  student = build.classifier(config.student, num_classes,
-                             build.compute_dtype(config))
-  tx = train_steps.create_optimizer(config, steps_per_epoch=100.0,
-                                    num_steps=1000)
-  # On the host: each method's state is a fresh device copy, since the
-  # step donates (frees) the one it is given.
-  variables = jax.device_get(teachers_lib.random_variables(
-      student.network, (1, student.image_size, student.image_size, channels),
-      seed=4))
+      jnp.zeros((data.num_examples, config.teacher_generator.latent_dim)),
+      mesh))
+  variables = student_setup.random_variables(
+      student_setup.classifier(config, data), data.image_shape[-1], seed=4)
 
   # tgt_gradient at the config's own step count is already in the list.
   default_steps = (config.exploration.num_steps
@@ -257,18 +278,13 @@ def run_benchmark(config, num_steps: int, warmup_steps: int,
   if cached_latents:
     names += [m + CACHED for m in ('tgt_random', 'tgt_gradient')
               if m in config.methods]
-  rng = jax.random.PRNGKey(1)
   results = {}
   for name in names:
-    method, method_config = _method_config(config, name)
-    state = sharding.put_replicated(
-        train_steps.create_train_state(variables, tx), mesh)
-    step = train_steps.jit_train_step(method, student, tx, method_config,
-                                      mesh)
-    raw_step = train_steps.make_train_step(method, student, tx, method_config)
+    setup = method_setup(config, name, data, teachers, mesh, variables)
     result = benchmark_method(
-        step, raw_step, state, cached if name.endswith(CACHED) else teachers,
-        batches, rng, num_steps, warmup_steps)
+        setup.step, setup.train_step, setup.state,
+        cached if name.endswith(CACHED) else teachers, batches,
+        setup.step_rng, num_steps, warmup_steps)
     result['images_per_s'] = config.batch_size / (result['step_ms'] / 1e3)
     results[name] = result
 
@@ -330,4 +346,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

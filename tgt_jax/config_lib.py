@@ -643,6 +643,7 @@ RANGES = {
     'teacher_generator.reconstruction_weight': _NON_NEGATIVE,
     'teacher_generator.latent_reconstruction_weight': _NON_NEGATIVE,
     'distill.temperature': _POSITIVE,
+    'mixup.concentration': _POSITIVE,  # lam ~ Beta(c, c) needs c > 0.
     'distill.alpha': _FRACTION,
     'distill.generated_weight': _NON_NEGATIVE,
     'exploration.sigma': _NON_NEGATIVE,

@@ -50,6 +50,7 @@ from tgt_jax import pretrained
 from tgt_jax import provenance
 from tgt_jax import run_guard
 from tgt_jax import sharding
+from tgt_jax import student_setup as student_setup_lib
 from tgt_jax import teachers as teachers_lib
 from tgt_jax import train_steps
 from tgt_jax import training_loop
@@ -107,11 +108,6 @@ def config_errors(config: ml_collections.ConfigDict, mesh) -> list[str]:
     if name not in methods.METHODS:
       errors.append(f'Unknown method {name!r} in config.methods; choose '
                     f'from {tuple(methods.METHODS)}.')
-  known = [m for m in config.methods if m in methods.METHODS]
-  if (any(methods.in_run(m, config).mixup for m in known) and
-      not config.mixup.concentration > 0):
-    errors.append(f'mixup.concentration={config.mixup.concentration}: lam ~ '
-                  'Beta(c, c) needs c > 0.')
   batch_fields = ['batch_size', 'eval_batch_size', 'teacher_labeler.batch_size']
   if needs_generator(config):
     batch_fields.append('teacher_generator.batch_size')
@@ -436,12 +432,18 @@ def frozen_teachers(run: Run, dataset: dataset_lib.Dataset, labeler: Trained,
   return teachers
 
 
-def long_tail_adjustment(config: ml_collections.ConfigDict,
-                         dataset: dataset_lib.Dataset):
-  """`config.long_tail_loss` with the data's class priors (or None)."""
-  return train_steps.LongTailAdjustment.create(
-      config.long_tail_loss, dataset.student_class_counts,
-      dataset.teacher_class_counts)
+def student_setup(run: Run, dataset: dataset_lib.Dataset,
+                  teachers: teachers_lib.Teachers, method: str,
+                  batches: dataset_lib.BatchFn
+                  ) -> student_setup_lib.StudentSetup:
+  """The student of `method`, built by `student_setup.create` from
+  PRNGKey(config.seed); its loss terms pre-train on the student's first
+  `batches` unless the run is read-only (it restores the trained state)."""
+  return student_setup_lib.create(
+      run.config, method, student_setup_lib.StudentData.of(dataset),
+      teachers, run.mesh, init_key(run.config.seed, 'student'),
+      pretrain_batches=None if run.read_only else (
+          lambda i: sharding.put_batch(batches(i), run.mesh)))
 
 
 def train_student(run: Run, dataset: dataset_lib.Dataset,
@@ -452,41 +454,18 @@ def train_student(run: Run, dataset: dataset_lib.Dataset,
   Returns (its key in results.json, e.g. 'kd+emb_compressed', the student).
   """
   config = run.config
-  classifier = build.classifier(config.student, dataset.num_classes,
-                                run.dtype)
-  terms = train_steps.loss_terms(config, dataset.num_classes)
-  long_tail = long_tail_adjustment(config, dataset)
-  key = train_steps.result_key(methods.trained_name(method, config), terms,
-                               long_tail)
-  num_steps, steps_per_epoch = num_steps_and_epoch(dataset, 'student', config)
-  tx = train_steps.create_optimizer(config, steps_per_epoch, num_steps)
-  rng = init_key(config.seed, 'student')
   batches = dataset.train_batches('student', config.batch_size,
                                   data_seed(config.seed, 'student'))
-  put = lambda i: sharding.put_batch(batches(i), run.mesh)
-  term_states = {}
-  for term in terms:
-    term_rng = jax.random.fold_in(jax.random.fold_in(rng, 3), len(term_states))
-    term_states[term.name] = term.init(term_rng, teachers,
-                                       dataset.image_shape)
-    if not run.read_only:  # A read-only run restores the trained state.
-      term_states[term.name] = term.pretrain(
-          term_states[term.name], method, teachers, put, config,
-          jax.random.fold_in(term_rng, 1))
-  state = sharding.put_replicated(train_steps.create_train_state(
-      classifier.init(rng, dataset.image_shape[-1]), tx, term_states),
-                                  run.mesh)
-  step = train_steps.jit_train_step(method, classifier, tx, config, run.mesh,
-                                    terms, long_tail=long_tail)
-  step_rng = jax.random.fold_in(rng, 1)
-  stage = Stage(name=key,
-                directory=os.path.join(run.workdir, 'students', key),
+  setup = student_setup(run, dataset, teachers, method, batches)
+  stage = Stage(name=setup.key,
+                directory=os.path.join(run.workdir, 'students', setup.key),
                 fingerprint=run_guard.run_fingerprint(config),
-                num_steps=num_steps)
-  state, chosen = fit(run, stage, state,
-                      lambda s, b: step(s, teachers, b, step_rng), batches,
-                      _validator(run, dataset, classifier))
-  return key, Trained(classifier, state, chosen)
+                num_steps=setup.num_steps)
+  state, chosen = fit(
+      run, stage, setup.state,
+      lambda s, b: setup.step(s, teachers, b, setup.step_rng), batches,
+      _validator(run, dataset, setup.classifier))
+  return setup.key, Trained(setup.classifier, state, chosen)
 
 
 # ---------------------------------------------------------------------------
@@ -637,11 +616,9 @@ def plan(config: ml_collections.ConfigDict,
       not config.teacher_generator.pretrained_checkpoint):
     planned['teacher_generator'] = num_steps_and_epoch(
         dataset, 'teacher', config.teacher_generator)[0]
-  terms = train_steps.loss_terms(config, dataset.num_classes)
-  long_tail = long_tail_adjustment(config, dataset)
+  data = student_setup_lib.StudentData.of(dataset)
   for method in config.methods:
-    planned[train_steps.result_key(methods.trained_name(method, config),
-                                   terms, long_tail)] = (
+    planned[student_setup_lib.result_key(config, method, data)] = (
         num_steps_and_epoch(dataset, 'student', config)[0])
   return planned
 

@@ -10,14 +10,17 @@ constant, so large teachers never become part of the compiled program),
 `batch` this process's rows of uint8 images, int labels and (in memory)
 example indices, and `rng` a base key folded with the step number, so every
 random draw is a function of (seed, step). `jit_train_step` jits it over a
-device mesh; training, the benchmark and the tests all call it.
+device mesh; a student's whole setup (loss terms, long-tail adjustment,
+optimiser, state and step) is built by `student_setup.create`, which
+training, the benchmark and the tests call.
 
 One step, for a real batch (x, y) and labeler h, generator G:
 
     x        = lam x + (1 - lam) x[perm]  (a mixup method; y mixed alike)
     images   = [x]                      (+ G(z~) when the method explores)
-    loss     = l(f(x), target)
-               + lambda * tau^2 CE(h(G(z~)) / tau, f(G(z~)) / tau)
+    loss     = (1 - alpha) CE(onehot(y), f(x))           (onehot: alone)
+               + alpha tau^2 CE(softmax(h(x) / tau), f(x) / tau)
+               + lambda tau^2 CE(softmax(h(G(z~)) / tau), f(G(z~)) / tau)
     objective = (1 - sum w_k) * loss + sum_k w_k * term_k   (loss terms)
 
 Only the student is differentiated: the teachers' outputs are fixed targets.
@@ -293,12 +296,16 @@ def jit_train_step(method_name: str, student: classifier_lib.Classifier,
                    config: ml_collections.ConfigDict, mesh,
                    terms: Sequence[Any] = (), donate: bool = True,
                    long_tail: LongTailAdjustment | None = None) -> StepFn:
-  """`make_train_step`, jitted over `mesh`: replicated state and outputs,
-  the batch split along 'data'; the input state is donated unless told."""
+  """`make_train_step`, jitted over `mesh` (see `jit_step`)."""
+  return jit_step(make_train_step(method_name, student, tx, config, terms,
+                                  long_tail), mesh, donate)
+
+
+def jit_step(step: StepFn, mesh, donate: bool = True) -> StepFn:
+  """A step jitted over `mesh`: replicated state and outputs, the batch
+  split along 'data'; the input state is donated unless told."""
   replicated = sharding.replicated(mesh)
-  return jax.jit(make_train_step(method_name, student, tx, config, terms,
-                                 long_tail),
-                 out_shardings=(replicated, replicated),
+  return jax.jit(step, out_shardings=(replicated, replicated),
                  donate_argnums=0 if donate else ())
 
 

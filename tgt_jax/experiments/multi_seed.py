@@ -37,7 +37,8 @@ def run_seeds(config, seeds: Sequence[int], workdir: str,
 
 
 def summarize(per_seed: Mapping[int, Mapping[str, Any]]) -> dict:
-  """{model: {metric: {'mean', 'std', 'values'}}} over seeds (std: ddof 0)."""
+  """{model: {metric: {'mean', 'std', 'values'}}} over seeds (std: the
+  sample one, ddof 1, as `seed_stats.metric_stats` computes it)."""
   runs = list(per_seed.values())
   summary = {}
   for name, report in runs[0].items():
@@ -50,8 +51,8 @@ def summarize(per_seed: Mapping[int, Mapping[str, Any]]) -> dict:
 
 def summary_table(summary: Mapping[str, Any], num_seeds: int) -> str:
   """Markdown: mean ± std in percent, one row per model."""
-  lines = [f'Mean ± std over {num_seeds} seeds, top-1 accuracy (%) on the '
-           'balanced test split.', '',
+  lines = [f'Mean ± std (ddof 1) over {num_seeds} seeds, top-1 accuracy (%) '
+           'on the balanced test split.', '',
            '| model | ' + ' | '.join(METRICS) + ' |',
            '| --- |' + ' --- |' * len(METRICS)]
   for name, stats in summary.items():
