@@ -55,10 +55,13 @@ def fatal_lines(error: BaseException) -> list[str] | None:
           if isinstance(cause, errors.UserError)]
   if user:
     return [f'FATAL: {problem}' for problem in user[-1].problems]
-  for cause in _chain(error):
-    if errors.disk_problem(cause):
-      return [f'FATAL: {errors.disk_problem(cause)}']
-  return None
+  disk = _disk_problem(error)
+  return None if disk is None else [f'FATAL: {disk}']
+
+
+def _disk_problem(error: BaseException) -> str | None:
+  """The line for a disk problem behind `error`, if one is."""
+  return next(filter(None, map(errors.disk_problem, _chain(error))), None)
 
 
 @contextlib.contextmanager
@@ -77,8 +80,7 @@ def exit_on(*other_errors: type[BaseException]) -> Iterator[None]:
     if lines is None or errors.debug_enabled():
       raise
     message = '\n'.join(' '.join(line.split()) for line in lines)
-    if errors.disk_problem(error) is None and not any(
-        errors.disk_problem(cause) for cause in _chain(error)):
+    if _disk_problem(error) is None:
       sys.exit(message)
     # A failed disk also failed the checkpointer's background threads,
     # which would report it again, at length, while Python shuts down:

@@ -160,10 +160,50 @@ def run(*, name: str, directory: str, state: Any,
 
   best = _Best(directory) if evaluate is not None else None
   try:
-    state = _train(name, directory, state, step_fn, batch_for_step,
-                   start_step, num_steps, writer, log_every,
-                   checkpoint_every, evaluate, eval_every, progress, manager,
-                   best)
+    logging.info('[%s] training steps %d..%d.', name, start_step + 1, num_steps)
+    totals, count = None, 0
+    interval_start = time.perf_counter()
+    for step in range(start_step, num_steps):
+      state, metrics = step_fn(state, batch_for_step(step))
+      totals = metrics if totals is None else _accumulate(totals, metrics)
+      count += 1
+      done = step + 1
+      save_now = done % checkpoint_every == 0 or done == num_steps
+      evaluate_now = evaluate is not None and (
+          done == num_steps or (eval_every and done % eval_every == 0))
+      # Non-finite parameters keep the loss non-finite, so checking the loss
+      # before every save guarantees no saved checkpoint is poisoned.
+      if done % log_every == 0 or save_now or evaluate_now:
+        means = {k: float(np.mean(v)) / count
+                 for k, v in jax.device_get(totals).items()}
+        if not math.isfinite(means['loss']):
+          raise NonFiniteLossError(
+              f'[{name}] non-finite loss {means["loss"]} at step {done}; '
+              f'the last good checkpoint in {directory} is kept. Lower the '
+              'learning rate or check the input data.')
+        elapsed = time.perf_counter() - interval_start
+        progress.record(name, done, count, elapsed)
+        scalars = {f'{name}/train/{k}': v for k, v in means.items()}
+        scalars[f'{name}/steps_per_second'] = count / max(elapsed, 1e-9)
+        line = ', '.join(f'{k}={v:.4g}' for k, v in sorted(means.items()))
+        if evaluate_now:
+          report = evaluate(state)
+          scalars.update({f'{name}/val/{k}': v for k, v in report.items()
+                          if isinstance(v, float)})
+          line += '; val ' + ', '.join(
+              f'{k}={v:.4g}' for k, v in report.items()
+              if isinstance(v, float) and math.isfinite(v))
+          if best.offer(done, state, report):
+            line += ' (best)'
+        writer.write_scalars(done, scalars)
+        fraction, eta = progress.fraction_and_eta(name)
+        logging.info('[%s] step %d/%d (%.1f steps/s): %s | run %.0f%%, ETA %s',
+                     name, done, num_steps, count / max(elapsed, 1e-9), line,
+                     100 * fraction, _format_eta(eta))
+        totals, count = None, 0
+        interval_start = time.perf_counter()
+      if save_now:
+        checkpointing.save(manager, done, state)
   except BaseException:
     # Stop the background saves before the error reaches the user: a save
     # left running fails noisily at interpreter shutdown (e.g. on a full
@@ -180,57 +220,6 @@ def run(*, name: str, directory: str, state: Any,
   if best is not None:
     best.close()
   writer.flush()
-  return state
-
-
-def _train(name, directory, state, step_fn, batch_for_step, start_step,
-           num_steps, writer, log_every, checkpoint_every, evaluate,
-           eval_every, progress, manager, best):
-  """The steps of `run` from `start_step` on; returns the last state."""
-  logging.info('[%s] training steps %d..%d.', name, start_step + 1, num_steps)
-  totals, count = None, 0
-  interval_start = time.perf_counter()
-  for step in range(start_step, num_steps):
-    state, metrics = step_fn(state, batch_for_step(step))
-    totals = metrics if totals is None else _accumulate(totals, metrics)
-    count += 1
-    done = step + 1
-    save_now = done % checkpoint_every == 0 or done == num_steps
-    evaluate_now = evaluate is not None and (
-        done == num_steps or (eval_every and done % eval_every == 0))
-    # Non-finite parameters keep the loss non-finite, so checking the loss
-    # before every save guarantees no saved checkpoint is poisoned.
-    if done % log_every == 0 or save_now or evaluate_now:
-      means = {k: float(np.mean(v)) / count
-               for k, v in jax.device_get(totals).items()}
-      if not math.isfinite(means['loss']):
-        raise NonFiniteLossError(
-            f'[{name}] non-finite loss {means["loss"]} at step {done}; '
-            f'the last good checkpoint in {directory} is kept. Lower the '
-            'learning rate or check the input data.')
-      elapsed = time.perf_counter() - interval_start
-      progress.record(name, done, count, elapsed)
-      scalars = {f'{name}/train/{k}': v for k, v in means.items()}
-      scalars[f'{name}/steps_per_second'] = count / max(elapsed, 1e-9)
-      line = ', '.join(f'{k}={v:.4g}' for k, v in sorted(means.items()))
-      if evaluate_now:
-        report = evaluate(state)
-        scalars.update({f'{name}/val/{k}': v for k, v in report.items()
-                        if isinstance(v, float)})
-        line += '; val ' + ', '.join(
-            f'{k}={v:.4g}' for k, v in report.items()
-            if isinstance(v, float) and math.isfinite(v))
-        if best.offer(done, state, report):
-          line += ' (best)'
-      writer.write_scalars(done, scalars)
-      fraction, eta = progress.fraction_and_eta(name)
-      logging.info('[%s] step %d/%d (%.1f steps/s): %s | run %.0f%%, ETA %s',
-                   name, done, num_steps, count / max(elapsed, 1e-9), line,
-                   100 * fraction, _format_eta(eta))
-      totals, count = None, 0
-      interval_start = time.perf_counter()
-    if save_now:
-      checkpointing.save(manager, done, state)
   return state
 
 
