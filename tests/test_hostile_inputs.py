@@ -149,9 +149,12 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
   finally:
     holder.kill()
     holder.wait()
-  # Killed, the holder held nothing any more: the lock is free.
-  with files.exclusive_lock(str(workdir / train.LOCK_FILE), 'this test'):
-    pass
+  # Killed, the holder held nothing any more: the lock is free. It names
+  # its holder while held and is emptied on release.
+  lock = workdir / train.LOCK_FILE
+  with files.exclusive_lock(str(lock), 'this test'):
+    assert lock.read_text() == 'this test\n'
+  assert lock.read_text() == ''
 
 
 def test_disk_problems_are_one_line_with_the_fix():

@@ -41,9 +41,11 @@ def exclusive_lock(path: str, holder: str) -> Iterator[None]:
   """Holds an exclusive advisory lock (flock) on `path` for the block.
 
   The kernel releases it when the process ends in any way, SIGKILL
-  included, so a crash never leaves a stale lock; the file itself stays
-  and records the last holder (`holder`, e.g. pid, host and command).
-  Raises LockHeldError, naming the holder, if another process has it.
+  included, so a crash never leaves a stale lock. While held, the file
+  names the holder (`holder`, e.g. pid, host and command); it is emptied on
+  release, so a run that stops (refused, or done) leaves the file as it
+  found it. Raises LockHeldError, naming the holder, if another process
+  has it.
   """
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   try:
@@ -54,7 +56,13 @@ def exclusive_lock(path: str, holder: str) -> Iterator[None]:
         raise LockHeldError(path, f.read().strip()) from None
     os.ftruncate(fd, 0)
     os.write(fd, holder.encode() + b'\n')
-    yield
+    try:
+      yield
+    finally:
+      try:
+        os.ftruncate(fd, 0)
+      except OSError:  # E.g. the disk went read-only meanwhile: harmless.
+        pass
   finally:
     os.close(fd)  # Closing the descriptor releases the lock.
 
