@@ -93,7 +93,8 @@ def test_sample_draws_every_row(workdir, tmp_path):
   assert os.path.getsize(tmp_path / 'grid.png') > 1000
 
 
-def test_export_then_predict_agrees_with_the_evaluation(workdir, tmp_path):
+def test_export_then_predict_agrees_with_the_evaluation(workdir, tmp_path,
+                                                        caplog):
   out = str(tmp_path / 'export')
   record = export.export_student(workdir, 'kd', out)
   assert record['checkpoint'] == {k: _results(workdir)['kd'][k]
@@ -115,10 +116,17 @@ def test_export_then_predict_agrees_with_the_evaluation(workdir, tmp_path):
   (tmp_path / 'images' / 'zero.png').write_bytes(b'')
   good = open(next(iter(truth)), 'rb').read()
   (tmp_path / 'images' / 'truncated.png').write_bytes(good[:len(good) // 2])
-  with pytest.raises(errors.DataError, match='zero.png: cannot be decoded'):
+  # Files are read in sorted order: truncated.png is the first broken one.
+  with pytest.raises(errors.DataError,
+                     match='truncated.png: cannot be decoded'):
     predict.predict_folder(out, images, str(tmp_path / 'p.csv'),
                            on_decode_error='error')
+  caplog.clear()
   rows = predict.predict_folder(out, images, str(tmp_path / 'p.csv'))
+  warnings = [r.getMessage() for r in caplog.records if 'decoded' in
+              r.getMessage()]
+  assert len(warnings) == 1  # One list, with each file's reason.
+  assert 'truncated.png (' in warnings[0] and 'zero.png (' in warnings[0]
   with open(tmp_path / 'p.csv') as f:
     written = list(csv.DictReader(f))
   assert len(written) == len(rows) == len(truth)

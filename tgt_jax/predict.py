@@ -57,17 +57,18 @@ def predict_folder(export_dir: str, images_dir: str, out: str,
     writer.writerow(('path', 'class', 'probability'))
     writer.writerows(rows)
   if skipped:
+    # One warning, after the CSV, where a user reading the end sees it.
     logging.warning('Left out %d file(s) that cannot be decoded: %s',
-                    len(skipped), ', '.join(skipped))
+                    len(skipped), '; '.join(skipped))
   return rows
 
 
 def read_images(model: export.Exported, paths: list[str],
                 on_decode_error: str = 'skip'
                 ) -> tuple[np.ndarray, list[str], list[str]]:
-  """(images of the files that decode, their paths, the paths that did
-  not); with on_decode_error='error' the first undecodable file stops,
-  naming it."""
+  """(images of the files that decode, their paths, 'path (why)' of those
+  that did not); with on_decode_error='error' the first undecodable file
+  stops, naming it."""
   if on_decode_error not in ('skip', 'error'):
     raise errors.ConfigError(
         f'--on_decode_error={on_decode_error!r}: must be skip or error.')
@@ -80,8 +81,7 @@ def read_images(model: export.Exported, paths: list[str],
         raise errors.DataError(
             f'{path}: cannot be decoded ({error}); remove or replace it, or '
             'pass --on_decode_error=skip to leave it out.') from error
-      logging.warning('%s: cannot be decoded (%s); left out.', path, error)
-      skipped.append(path)
+      skipped.append(f'{path} ({error})')
       continue
     kept.append(path)
   return (np.stack(images) if images else np.zeros([0], np.uint8), kept,
