@@ -66,7 +66,20 @@ def parse_flags(argv):
   a config field that does not exist, a value of the wrong type, and the
   errors a config file raises on its own arguments."""
   try:
-    return FLAGS(argv)
+    remaining = FLAGS(argv)
+    FLAGS.config.keys()  # A config file that failed to load raises here.
+    return remaining  # The config file loaded.
+  except OSError as error:  # The config file could not be read.
+    path = _config_path(argv).partition(':')[0]
+    known = ', '.join(sorted(
+        f'configs/{name}' for name in os.listdir('configs')
+        if name.endswith('.py') and not name.startswith('_'))) if (
+            os.path.isdir('configs')) else 'configs/*.py'
+    reason = re.findall(r'\[Errno \d+\] ([^:\n]+)', str(error))
+    _exit(f'FATAL: {path}: cannot load the config file'
+          f'{f" ({reason[-1]})" if reason else ""}; pass --config= one of '
+          f'{known} (relative to the current directory, or an absolute '
+          'path).')
   except (AttributeError, KeyError) as error:
     text = str(error).encode().decode('unicode_escape')
     names = re.findall(r"'([A-Za-z_][A-Za-z0-9_]*)'", text)

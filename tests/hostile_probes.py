@@ -148,11 +148,16 @@ def _folder_args(root):
   return [f'--config=configs/image_folder.py:root={root},size=16', *FOLDER]
 
 
+def _slug(name):
+  """A probe's name as a file name."""
+  return ''.join(c if c.isalnum() else '_' for c in name)
+
+
 def _error_probe(name, group, make_args, needle, workdir_exists=False):
   """A probe of `main.py` that must stop with one FATAL line naming
   `needle`, the workdir untouched."""
   def run(base):
-    workdir = os.path.join(base, name)
+    workdir = os.path.join(base, _slug(name))
     if workdir_exists:
       os.makedirs(workdir)
     before = _snapshot(workdir)
@@ -168,7 +173,7 @@ def _config_probe(name, override, needle):
 
 def _folder_probe(name, edit, needle, config_arg=None):
   def make_args(base):
-    root = _folder(os.path.join(base, name + '_data'))
+    root = _folder(os.path.join(base, _slug(name) + '_data'))
     edit(root)
     if config_arg is not None:
       return [f'--config=configs/image_folder.py:{config_arg.format(root)}',
@@ -191,9 +196,10 @@ def _truncate(path, size):
 def _warn_probe(name, edit, needle, extra=()):
   """A degenerate-but-legal folder: the run finishes, and warns."""
   def run(base):
-    root = _folder(os.path.join(base, name + '_data'))
+    root = _folder(os.path.join(base, _slug(name) + '_data'))
     edit(root)
-    done = _main([*_folder_args(root), *extra], os.path.join(base, name))
+    done = _main([*_folder_args(root), *extra],
+                 os.path.join(base, _slug(name)))
     if 'Traceback' in done.output:
       return 'traceback', done.last_line
     if done.returncode:
@@ -217,7 +223,7 @@ CONFIG_PROBES = [
     _config_probe('checkpoint_every_steps=0',
                   '--config.checkpoint_every_steps=0',
                   'checkpoint_every_steps'),
-    _config_probe('eval_every_steps=0', '--config.eval_every_steps=0',
+    _config_probe('eval_every_steps=-1', '--config.eval_every_steps=-1',
                   'eval_every_steps'),
     _config_probe('peak_learning_rate<0', '--config.peak_learning_rate=-0.1',
                   'peak_learning_rate'),
@@ -269,8 +275,6 @@ FOLDER_PROBES = [
     _folder_probe('text file named .png', lambda root: open(
         os.path.join(root, 'train', 'c1', '0.png'), 'w').write('hello'),
                   '0.png'),
-    _folder_probe('images directly in train/', lambda root: _png(
-        os.path.join(root, 'train', 'loose.png'), 2), 'loose.png'),
     _folder_probe('class with 1 train image', lambda root: [
         os.remove(os.path.join(root, 'train', 'c3', f'{i}.png'))
         for i in range(1, 6)], 'val_per_class'),
@@ -285,6 +289,8 @@ DEGENERATE_PROBES = [
     _warn_probe('symlinked class folder', lambda root: os.symlink(
         os.path.join(root, 'train', 'c0'),
         os.path.join(root, 'train', 'c0_copy')), 'c0_copy'),
+    _warn_probe('images directly in train/', lambda root: _png(
+        os.path.join(root, 'train', 'loose.png'), 2), 'loose.png'),
     _warn_probe('truncated PNG, skipped by flag', lambda root: _truncate(
         os.path.join(root, 'train', 'c1', '0.png'), 200), '0.png',
                 extra=['--config.dataset.on_decode_error=skip']),
@@ -410,18 +416,22 @@ def _full_disk(reference):
     try:
       workdir = os.path.join(mount, 'work')
       failed = _main(QUICK, workdir)
-      if 'Traceback' in failed.output or failed.returncode == 0:
-        return ('traceback' if failed.returncode else 'unchecked',
-                failed.last_line)
+      if failed.returncode == 0:
+        return 'unchecked', 'finished on a full disk'
       if not failed.last_line.startswith('FATAL: ') or (
           'no space left' not in failed.last_line):
         return 'traceback', failed.last_line
+      # Orbax logs, and TensorStore's threads print, the failed writes'
+      # tracebacks before our last line; counted, not hidden.
+      noise = failed.output.count('Traceback (most recent call last)')
       _remount(mount, 'size=512m')
       done = _main(QUICK, workdir)
       if done.returncode:
         return 'lost', f'resume after space returned: {done.last_line}'
       outcome, detail = _same_results(workdir, reference)
-      return outcome, f'{failed.last_line[:90]}...; resumed: {detail}'
+      return outcome, (f'last line {failed.last_line[:90]}... (above it, '
+                       f'{noise} tracebacks printed by orbax and TensorStore '
+                       f'threads); space returned, resumed: {detail}')
     finally:
       subprocess.run(['umount', mount], check=False)
   return Probe('full disk, then space returns', 'disk', run)

@@ -136,11 +136,20 @@ def test_validate_lists_every_problem_with_its_field():
   with pytest.raises(train.ConfigError) as error:
     train.validate(config_lib.resolve(config), mesh)
   text = str(error.value)
-  for expected in ("Unknown method 'distil'", "schedule='linear'",
+  for expected in ("methods: unknown method 'distil'",
+                   "schedule='linear'",
                    "dtype='float16'", "cache_latents='sometimes'"):
     assert expected in text
   for method in methods.METHODS:
     assert method in text
+
+
+def test_a_misspelt_method_gets_the_nearest_name():
+  assert methods.name_errors(('kd', 'tgt_gradiant')) == [
+      "methods: unknown method 'tgt_gradiant' (did you mean "
+      "'tgt_gradient'?); choose from " + str(tuple(methods.METHODS)) +
+      ', e.g. --config.methods="(\'kd\',)".']
+  assert methods.name_errors(())[0].startswith('methods: empty;')
 
 
 def test_a_generator_that_would_stay_random_is_refused():

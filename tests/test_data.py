@@ -289,6 +289,21 @@ def test_load_image_folder_corrupt_file_skip_mode(tmp_path, caplog):
   assert 'broken.png' in caplog.text and 'cut.png' in caplog.text
 
 
+def test_image_folder_warns_of_linked_classes_and_loose_images(tmp_path,
+                                                              caplog):
+  """Legal but never meant: a class folder that links to another (a second
+  class with the same images) and images outside any class folder."""
+  _make_folder(tmp_path)
+  os.symlink(tmp_path / 'train' / 'cat', tmp_path / 'train' / 'kitten')
+  _write_image(tmp_path / 'train' / 'loose.png', (9, 9, 9))
+  with caplog.at_level(logging.WARNING):
+    data = image_folder.load_image_folder(str(tmp_path), 8, 3)
+  assert data['class_names'] == ['cat', 'dog', 'kitten']
+  assert data['train_labels'].tolist() == [0, 0, 1, 2, 2]  # loose: unread.
+  assert "class folders ['cat', 'kitten'] are one folder" in caplog.text
+  assert '1 image file(s) directly inside (e.g. loose.png)' in caplog.text
+
+
 def test_load_image_folder_unknown_decode_mode(tmp_path):
   _make_folder(tmp_path)
   with pytest.raises(ValueError, match='on_decode_error'):

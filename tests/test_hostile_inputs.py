@@ -72,6 +72,38 @@ def test_an_out_of_range_value_is_one_line_naming_the_field(field, tmp_path):
   assert not workdir.exists()
 
 
+# String fields that hold a path or a prefix: any text may be meant.
+_PATH_FIELDS = ('dataset.cache', 'dataset.cache_dir', 'dataset.data_dir',
+                'dataset.root', 'dataset.split_dir',
+                'teacher_generator.checkpoint',
+                'teacher_generator.pretrained_checkpoint',
+                'teacher_labeler.checkpoint',
+                'teacher_labeler.init_checkpoint')
+
+
+def test_every_string_field_refuses_an_unknown_value_in_one_line(tmp_path):
+  """Each string field with a fixed set of values (config_lib.CHOICES, or
+  its owner's check) given a typo: one line naming it, before compute,
+  even where this run would not read the field."""
+  resolved = config_lib.resolve(conftest.tiny_config())
+  fields = [f for f, v in config_lib._leaves(resolved)  # pylint: disable=protected-access
+            if isinstance(v, str) and f not in _PATH_FIELDS]
+  assert set(config_lib.CHOICES) <= set(fields)
+  for field in fields:
+    config = conftest.tiny_config()
+    section, _, name = field.rpartition('.')
+    (config[section] if section else config)[name] = 'bogus'
+    workdir = tmp_path / 'work'
+    start = time.perf_counter()
+    with pytest.raises(errors.ConfigError) as error:
+      train.train_and_evaluate(config, str(workdir))
+    assert time.perf_counter() - start < 10, field
+    problems = error.value.problems
+    assert len(problems) == 1 and '\n' not in problems[0], (field, problems)
+    assert problems[0].startswith(f"{field}='bogus'"), problems[0]
+    assert not workdir.exists()
+
+
 def test_zero_epochs_is_an_error_not_one_step(tmp_path):
   for field in ('num_epochs', 'teacher_labeler.num_epochs'):
     config = conftest.tiny_config()

@@ -41,6 +41,8 @@ import ml_collections
 from ml_collections import config_dict
 
 from tgt_jax import errors
+from tgt_jax.data import image_folder
+from tgt_jax.models import resnet
 
 # Table 6 of the paper lists these rows; every paper config sets each one
 # with a comment naming its source.
@@ -475,10 +477,7 @@ def consistency_errors(config: ml_collections.ConfigDict) -> list[str]:
         errors.append(f'{name}.{field}={tuple(model[field])} has '
                       f'{len(model[field])} values for dataset.channels='
                       f'{channels}.')
-    if model.channel_order not in ('rgb', 'bgr'):
-      errors.append(f"{name}.channel_order={model.channel_order!r}: 'rgb' or "
-                    "'bgr'.")
-    elif model.channel_order == 'bgr' and channels != 3:
+    if model.channel_order == 'bgr' and channels != 3:
       errors.append(f"{name}.channel_order='bgr' needs dataset.channels=3.")
   if gen.channels != channels:
     errors.append(f'teacher_generator.channels={gen.channels} but '
@@ -662,6 +661,31 @@ RANGES = {
 }
 
 
+_RESNET_CHOICES = {
+    'stride_placement': resnet.STRIDE_PLACEMENTS,
+    'strided_conv': resnet.STRIDED_CONVS,
+    'strided_padding': resnet.STRIDED_PADDINGS,
+    'channel_order': ('rgb', 'bgr'),
+}
+# The string fields with a fixed set of values, checked with RANGES (before
+# resolve, compute and the workdir), whether or not the run uses the field:
+# a typo is a mistake either way. The string fields whose values a module
+# above this one owns (dtype, optimizer, schedule, methods, long_tail_loss,
+# exploration.cache_latents, embedding_distill.mode) are checked by
+# train.config_errors against their owners' tuples.
+CHOICES = {
+    'report_checkpoint': ('best', 'last'),
+    'dataset.eval_split': ('test', 'val'),
+    'dataset.on_decode_error': image_folder.DECODE_ERROR_MODES,
+    **{f'{model}.{k}': v for model in ('student', 'teacher_labeler')
+       for k, v in _RESNET_CHOICES.items()},
+    'teacher_generator.encoder_stride_placement': resnet.STRIDE_PLACEMENTS,
+    'teacher_generator.encoder_strided_padding': resnet.STRIDED_PADDINGS,
+    'embedding_distill.source': ('labeler', 'encoder'),
+    'embedding_distill.distance': ('distance_correlation', 'cosine_gram'),
+}
+
+
 def _leaves(config: ml_collections.ConfigDict, prefix: str = ''):
   for key in config.keys():
     value = config[key]
@@ -686,10 +710,17 @@ def numeric_fields(config: ml_collections.ConfigDict) -> list[str]:
 
 
 def range_errors(config: ml_collections.ConfigDict) -> list[str]:
-  """One line for every numeric field outside its declared range (RANGES),
-  naming the flag that sets it."""
+  """One line for every numeric field outside its declared range (RANGES)
+  and every string field not among its CHOICES, naming the flag that sets
+  it."""
   problems = []
   for field, value in _leaves(config):
+    if field in CHOICES:
+      if value not in CHOICES[field]:
+        problems.append(
+            f'{field}={value!r}: must be one of {CHOICES[field]}; pass '
+            f'--config.{field}={CHOICES[field][0]} or another of them.')
+      continue
     declared = RANGES.get(field)
     if declared is None or (value is None and declared.derived):
       continue

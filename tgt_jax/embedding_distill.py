@@ -43,6 +43,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from tgt_jax import config_lib
 from tgt_jax import image_ops
 from tgt_jax import losses
 from tgt_jax import methods
@@ -53,8 +54,8 @@ MODES = ('none', 'raw', 'compressed', 'random_projection')
 # features (supervised) or BigBiGAN's encoder's pooled backbone features
 # (`avepool_feat`, learnt without labels: the setting Ding & Lerch's
 # compression was proposed for).
-SOURCES = ('labeler', 'encoder')
-DISTANCES = ('distance_correlation', 'cosine_gram')
+SOURCES = config_lib.CHOICES['embedding_distill.source']
+DISTANCES = config_lib.CHOICES['embedding_distill.distance']
 
 # [paper] EAsT's epsilons: inside the square root of the squared distances
 # (a finite gradient at zero distance) and in dCor's denominator.

@@ -39,6 +39,7 @@ the whole batch; and it is the function the student computes at test time.
 """
 
 import dataclasses
+import difflib
 from typing import Callable, NamedTuple, Optional
 
 import jax
@@ -187,11 +188,28 @@ METHODS: dict[str, Method] = {
 }
 
 
+def name_errors(names) -> list[str]:
+  """One line per name in `names` (config.methods) that is no method, with
+  the nearest known name and the list."""
+  if not names:
+    return [f'methods: empty; name at least one of {tuple(METHODS)}, e.g. '
+            '--config.methods="(\'kd\',)".']
+  problems = []
+  for name in names:
+    if name in METHODS:
+      continue
+    close = difflib.get_close_matches(str(name), METHODS, n=1)
+    hint = f' (did you mean {close[0]!r}?)' if close else ''
+    problems.append(f'methods: unknown method {name!r}{hint}; choose from '
+                    f'{tuple(METHODS)}, e.g. --config.methods="(\'kd\',)".')
+  return problems
+
+
 def get(name: str) -> Method:
   """The method called `name`; a ValueError lists the known ones."""
-  if name not in METHODS:
-    raise ValueError(f'Unknown method {name!r} in config.methods; choose '
-                     f'from {tuple(METHODS)}.')
+  problems = name_errors([name])
+  if problems:
+    raise ValueError(problems[0])
   return METHODS[name]
 
 

@@ -101,13 +101,7 @@ def config_errors(config: ml_collections.ConfigDict, mesh) -> list[str]:
   if errors:  # The checks below assume values in range.
     return errors
   errors = config_lib.consistency_errors(config)
-  if not config.methods:
-    errors.append('config.methods is empty: name at least one of '
-                  f'{tuple(methods.METHODS)}.')
-  for name in config.methods:
-    if name not in methods.METHODS:
-      errors.append(f'Unknown method {name!r} in config.methods; choose '
-                    f'from {tuple(methods.METHODS)}.')
+  errors += methods.name_errors(config.methods)
   batch_fields = ['batch_size', 'eval_batch_size', 'teacher_labeler.batch_size']
   if needs_generator(config):
     batch_fields.append('teacher_generator.batch_size')

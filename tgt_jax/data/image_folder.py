@@ -23,7 +23,7 @@ from PIL import ImageOps
 from tgt_jax import errors
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
-_DECODE_ERROR_MODES = ('error', 'skip')
+DECODE_ERROR_MODES = ('error', 'skip')
 _CHANNELS_TO_MODE = {1: 'L', 3: 'RGB'}
 _LAYOUT_HINT = ('Expected layout: ROOT/train/<class>/*.png (or .jpg, .jpeg, '
                 '.bmp, .gif) and ROOT/test/<class>/*, one sub-folder per '
@@ -68,10 +68,10 @@ def load_image_folder(root: str,
       that decode), a test class that is not a train class, or, with
       on_decode_error='error', a file that cannot be decoded.
   """
-  if on_decode_error not in _DECODE_ERROR_MODES:
+  if on_decode_error not in DECODE_ERROR_MODES:
     raise errors.ConfigError(
         f'dataset.on_decode_error={on_decode_error!r}: must be one of '
-        f'{_DECODE_ERROR_MODES}; pass --config.dataset.on_decode_error=skip '
+        f'{DECODE_ERROR_MODES}; pass --config.dataset.on_decode_error=skip '
         'or =error.')
   if channels not in _CHANNELS_TO_MODE:
     raise errors.ConfigError(
@@ -110,6 +110,13 @@ def load_image_folder(root: str,
         'images in its own sub-folder (images directly in train/ are not '
         f'read). {_LAYOUT_HINT}')
   _warn_on_duplicate_folders(split_dirs['train'], class_names)
+  for split_dir in split_dirs.values():
+    loose = _image_files(split_dir)
+    if loose:
+      logging.warning(
+          '%s: %d image file(s) directly inside (e.g. %s) belong to no class '
+          'and are not read; move each into the sub-folder of its class.',
+          split_dir, len(loose), os.path.basename(loose[0]))
   test_class_names = _class_folders(split_dirs['test'])
   if not test_class_names:
     raise errors.DataError(
