@@ -11,8 +11,9 @@ from PIL import Image
 import pytest
 
 import conftest
-from tgt_jax import train
+from tgt_jax import errors
 from tgt_jax import methods
+from tgt_jax import train
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -185,3 +186,16 @@ def test_two_runs_on_one_workdir_one_is_refused(tmp_path):
   with open(workdir / 'results.json') as f:
     results = json.load(f)
   assert {'teacher_labeler', 'kd'} <= set(results)
+
+
+def test_debug_mode_reads_the_flag_in_every_form(monkeypatch):
+  monkeypatch.delenv(errors.DEBUG_VARIABLE, raising=False)
+  assert not errors.debug_enabled(['main.py', '--config=x.py'])
+  for argv in (['--debug'], ['--debug=true'], ['--debug=1'],
+               ['--nodebug', '--debug']):
+    assert errors.debug_enabled(['main.py', *argv]), argv
+  for argv in (['--debug=false'], ['--debug', '--nodebug'],
+               ['--debugger']):
+    assert not errors.debug_enabled(['main.py', *argv]), argv
+  monkeypatch.setenv(errors.DEBUG_VARIABLE, '1')
+  assert errors.debug_enabled(['main.py'])

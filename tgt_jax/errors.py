@@ -57,10 +57,18 @@ class WorkdirError(UserError, RuntimeError):
 
 
 def debug_enabled(argv: Sequence[str] | None = None) -> bool:
-  """TGT_DEBUG=1 in the environment, or --debug on the command line."""
+  """TGT_DEBUG=1 in the environment, or --debug (--debug=true, ...) on
+  the command line, read before the flags are parsed: a flag error must
+  know too. The last --debug/--nodebug wins, as absl's parser has it."""
   argv = sys.argv if argv is None else argv
-  return (os.environ.get(DEBUG_VARIABLE, '') not in ('', '0') or
-          '--debug' in argv)
+  on = os.environ.get(DEBUG_VARIABLE, '') not in ('', '0')
+  for arg in argv:
+    name, has_value, value = arg.partition('=')
+    if name == '--debug':
+      on = not has_value or value.lower() in ('true', 't', '1', 'yes')
+    elif arg == '--nodebug':
+      on = False
+  return on
 
 
 # TensorStore (orbax's writer) reports a failed write as a ValueError whose
