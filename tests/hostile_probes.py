@@ -42,6 +42,9 @@ import numpy as np
 from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # conftest (beside this file) imports tgt_jax.
+import conftest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 # A bad input must stop before any compute: import, config and data checks
 # take about 10 s here; a labeler step would come later.
 BEFORE_COMPUTE_S = 45
@@ -86,16 +89,6 @@ def _main(args, workdir, **kwargs) -> Done:
 
 def _tool(module, *args, **kwargs) -> Done:
   return _run([sys.executable, '-m', f'tgt_jax.{module}', *args], **kwargs)
-
-
-def _snapshot(directory) -> dict[str, bytes]:
-  files = {}
-  for root, _, names in os.walk(directory):
-    for name in names:
-      path = os.path.join(root, name)
-      with open(path, 'rb') as f:
-        files[os.path.relpath(path, directory)] = f.read()
-  return files
 
 
 def _reports(workdir) -> dict:
@@ -160,9 +153,9 @@ def _error_probe(name, group, make_args, needle, workdir_exists=False):
     workdir = os.path.join(base, _slug(name))
     if workdir_exists:
       os.makedirs(workdir)
-    before = _snapshot(workdir)
+    before = conftest.snapshot(workdir)
     done = _main(make_args(base), workdir)
-    return classify_error(done, needle, before, _snapshot(workdir))
+    return classify_error(done, needle, before, conftest.snapshot(workdir))
   return Probe(name, group, run)
 
 
@@ -349,11 +342,11 @@ def _killed_run(reference, kills=7):
 
 def _changed_config(reference):
   def run(base):
-    before = _snapshot(reference.workdir)
+    before = conftest.snapshot(reference.workdir)
     done = _main([*QUICK, '--config.distill.temperature=4'],
                  reference.workdir)
     return classify_error(done, 'distill.temperature', before,
-                          _snapshot(reference.workdir))
+                          conftest.snapshot(reference.workdir))
   return Probe('changed config into a finished workdir', 'workdir', run)
 
 
@@ -410,7 +403,7 @@ def _remount(path, options):
 def _full_disk(reference):
   def run(base):
     mount = os.path.join(base, 'full_disk')
-    used = sum(len(b) for b in _snapshot(reference.workdir).values())
+    used = sum(len(b) for b in conftest.snapshot(reference.workdir).values())
     if not _mount(mount, f'size={used // 2}'):
       return 'skipped', 'cannot mount a tmpfs (needs root)'
     try:
@@ -503,12 +496,12 @@ def _tool_probes(reference):
                            'skipped and named')
 
   def evaluate(base):
-    before = _snapshot(workdir)
+    before = conftest.snapshot(workdir)
     done = _tool('evaluate', f'--workdir={workdir}',
                  f'--out={os.path.join(base, "evaluated")}')
     if done.returncode or 'Traceback' in done.output:
       return 'traceback', done.last_line
-    if _snapshot(workdir) != before:
+    if conftest.snapshot(workdir) != before:
       return 'lost', 'evaluate changed the workdir'
     return 'correct run', 'evaluated; workdir unchanged'
 

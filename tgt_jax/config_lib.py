@@ -687,8 +687,9 @@ CHOICES = {
 
 
 def _leaves(config: ml_collections.ConfigDict, prefix: str = ''):
-  for key in config.keys():
-    value = config[key]
+  # items(), a bulk read: checking every field's range is not using it
+  # (tests/test_config_fields.py asks which fields some code uses).
+  for key, value in config.items():
     if isinstance(value, ml_collections.ConfigDict):
       yield from _leaves(value, f'{prefix}{key}.')
     else:
