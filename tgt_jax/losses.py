@@ -58,20 +58,8 @@ def top1_correct(labels: jax.Array, logits: jax.Array) -> jax.Array:
 # Long-tail losses: train on long-tailed data, predict as if balanced. Both
 # add a log prior to the logits inside the softmax and predict with the
 # plain logits (argmax f(x)), so the classifier f learns the balanced
-# posterior.
+# posterior: logit adjustment (Menon et al., ICLR 2021, eq. 10, tau = 1)
+# adds log pi, Balanced Softmax (Ren et al., NeurIPS 2020, eq. 4) log n.
+# train_steps.LongTailAdjustment computes the offsets; the losses above
+# take the adjusted logits.
 LONG_TAIL_LOSSES = ('none', 'logit_adjusted', 'balanced_softmax')
-
-
-def logit_adjusted_cross_entropy(labels: jax.Array, logits: jax.Array,
-                                 class_prior: jax.Array,
-                                 tau: float = 1.0) -> jax.Array:
-  """Mean CE(y, f(x) + tau * log pi) (Menon et al., ICLR 2021, eq. 10)."""
-  return onehot_cross_entropy(labels, logits + tau * jnp.log(class_prior))
-
-
-def balanced_softmax_cross_entropy(labels: jax.Array, logits: jax.Array,
-                                   class_counts: jax.Array) -> jax.Array:
-  """Mean -log(n_y exp(f_y) / sum_j n_j exp(f_j)) (Ren et al., NeurIPS 2020,
-  eq. 4), with n the train split's class counts. At tau = 1 this is
-  `logit_adjusted_cross_entropy` (log n and log pi differ by a constant)."""
-  return onehot_cross_entropy(labels, logits + jnp.log(class_counts))
