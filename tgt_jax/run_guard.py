@@ -117,9 +117,10 @@ def _move_aside(path: str) -> str:
 def _mismatch_message(what: str, directory: str, diffs: list[str],
                       fix: str) -> str:
   shown = '; '.join(diffs[:12]) + ('; ...' if len(diffs) > 12 else '')
-  return (f'{what} {directory} was written by a run with a different config '
-          f'({len(diffs)} field(s) differ, old -> new: {shown}). Nothing was '
-          f'changed. {fix}')
+  # The path first, as every one-line error: `<path>: <what is wrong>`.
+  return (f'{directory}: this {what.lower()} was written by a run with a '
+          f'different config ({len(diffs)} field(s) differ, old -> new: '
+          f'{shown}). Nothing was changed. {fix}')
 
 
 def holds_checkpoint(directory: str) -> bool:
