@@ -22,19 +22,39 @@ flags.DEFINE_bool('debug', False,
 
 class _QuietOrbax(std_logging.Filter):
   """Orbax logs every save at INFO, and read-only restores at WARNING: keep
-  its other warnings and its errors."""
+  its other warnings and its errors. Outside debug mode each of its errors
+  is one line: a failed save (a full disk) is logged by every one of its
+  threads with a traceback, hundreds of lines above our own FATAL line,
+  which says what to do."""
 
   def filter(self, record):
     if '/orbax/' not in record.pathname:
       return True
-    return record.levelno >= std_logging.WARNING and (
-        'read only' not in record.getMessage() and
-        'read_only' not in record.getMessage())
+    message = record.getMessage()
+    if record.levelno < std_logging.WARNING or 'read only' in message or (
+        'read_only' in message):
+      return False
+    if record.levelno >= std_logging.ERROR and not errors.debug_enabled():
+      record.msg, record.args = message.split('\n', 1)[0], ()
+      record.exc_info = record.exc_text = None
+    return True
+
+
+def _quiet_closed_loop(unraisable) -> None:
+  """TensorStore's threads call back into orbax's event loops after a
+  failed save has closed them; each such RuntimeError would print a
+  traceback. Everything else is printed as Python does."""
+  if (isinstance(unraisable.exc_value, RuntimeError) and
+      'Event loop is closed' in str(unraisable.exc_value) and
+      not errors.debug_enabled()):
+    return
+  sys.__unraisablehook__(unraisable)
 
 
 def quiet_orbax_logs() -> None:
   """Call once from a program's main: keeps the log to our own progress."""
   logging.get_absl_handler().addFilter(_QuietOrbax())
+  sys.unraisablehook = _quiet_closed_loop
 
 
 def _chain(error: BaseException | None) -> Iterator[BaseException]:
