@@ -52,7 +52,8 @@ def _quiet_closed_loop(unraisable) -> None:
 
 
 def quiet_orbax_logs() -> None:
-  """Call once from a program's main: keeps the log to our own progress."""
+  """Call once from a program's main: keeps the log to our own progress
+  (orbax's filtered, TensorStore's closed-loop callbacks silent)."""
   logging.get_absl_handler().addFilter(_QuietOrbax())
   sys.unraisablehook = _quiet_closed_loop
 

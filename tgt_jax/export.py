@@ -113,11 +113,8 @@ def export_student(workdir: str, method: str, out: str,
   """
   base = method.split('+')[0]
   # Checked before the teachers are loaded and the student rebuilt.
-  students = os.path.join(workdir, 'students')
-  if not run_guard.holds_checkpoint(os.path.join(students, method)):
-    trained = sorted(n for n in (os.listdir(students)
-                                 if os.path.isdir(students) else ())
-                     if run_guard.holds_checkpoint(os.path.join(students, n)))
+  trained = run_guard.trained_students(workdir)
+  if method not in trained:
     raise errors.WorkdirError(
         f'--method={method}: {workdir} holds no trained student of that '
         f'name; pass one of {trained} (the names results.json uses).')

@@ -69,9 +69,10 @@ def read_images(model: export.Exported, paths: list[str],
   """(images of the files that decode, their paths, 'path (why)' of those
   that did not); with on_decode_error='error' the first undecodable file
   stops, naming it."""
-  if on_decode_error not in ('skip', 'error'):
+  if on_decode_error not in image_folder.DECODE_ERROR_MODES:
     raise errors.ConfigError(
-        f'--on_decode_error={on_decode_error!r}: must be skip or error.')
+        f'--on_decode_error={on_decode_error!r}: must be one of '
+        f'{image_folder.DECODE_ERROR_MODES}.')
   images, kept, skipped = [], [], []
   for path in paths:
     try:
@@ -96,7 +97,8 @@ def define_flags():
                                       'recursively).')
   flags.DEFINE_string('out', 'predictions.csv', 'The CSV to write.')
   flags.DEFINE_integer('batch_size', 64, 'Images per forward pass.')
-  flags.DEFINE_enum('on_decode_error', 'skip', ('skip', 'error'),
+  flags.DEFINE_enum('on_decode_error', 'skip',
+                    image_folder.DECODE_ERROR_MODES,
                     'skip: leave out (and list) files that cannot be '
                     'decoded; error: stop at the first, naming it.')
   flags.mark_flags_as_required(['export', 'images'])

@@ -132,6 +132,16 @@ def holds_checkpoint(directory: str) -> bool:
       if os.path.isdir(path) for name in os.listdir(path))
 
 
+def trained_students(workdir: str) -> list[str]:
+  """The sorted names (results.json keys) of the students with a finished
+  checkpoint in workdir/students."""
+  students = os.path.join(workdir, 'students')
+  if not os.path.isdir(students):
+    return []
+  return sorted(name for name in os.listdir(students)
+                if holds_checkpoint(os.path.join(students, name)))
+
+
 def holds_results(workdir: str) -> bool:
   """Whether a workdir holds anything a run computed: results or a stage
   checkpoint. A run that failed before that trained nothing, and its
@@ -140,12 +150,9 @@ def holds_results(workdir: str) -> bool:
   if set(files.read_json(os.path.join(workdir, 'results.json'), {})) - {
       'run_info'}:
     return True
-  students = os.path.join(workdir, 'students')
-  stages = [os.path.join(workdir, 'teacher_labeler'),
-            os.path.join(workdir, 'teacher_generator')]
-  if os.path.isdir(students):
-    stages += [os.path.join(students, n) for n in os.listdir(students)]
-  return any(holds_checkpoint(stage) for stage in stages)
+  return bool(trained_students(workdir)) or any(
+      holds_checkpoint(os.path.join(workdir, stage))
+      for stage in ('teacher_labeler', 'teacher_generator'))
 
 
 def claim_workdir(workdir: str, config: ml_collections.ConfigDict,

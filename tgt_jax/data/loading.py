@@ -59,12 +59,12 @@ def _read_in_memory(data_config):
   """{'train': (images, labels), 'test': ..., ['val': ...]}, class names."""
   if data_config.name == 'digits':
     images, labels = digits.load_digits()
+    class_names = tuple(str(c) for c in range(10))
     train_idx, test_idx = digits.split_train_test(
         labels, data_config.test_per_class, data_config.split_seed,
-        class_names=tuple(str(c) for c in range(10)))
+        class_names=class_names)
     splits = {'train': (images[train_idx], labels[train_idx]),
               'test': (images[test_idx], labels[test_idx])}
-    class_names = tuple(str(c) for c in range(10))
   else:
     if not data_config.root:
       raise errors.ConfigError(
