@@ -135,3 +135,36 @@ def test_crash_during_a_save_leaves_the_previous_checkpoint(tmp_path):
 
   final = _run(directory, _add_one, 5)
   np.testing.assert_array_equal(final['w'], np.full(3, 5.0))
+
+
+def test_best_keeps_the_later_of_tied_evaluations(tmp_path):
+  """Validation ties at steps 2 and 4 (and 3 is worse): the best is step 4,
+  the more trained of the two."""
+  scores = {2: 0.5, 3: 0.25, 4: 0.5}
+  state = training_loop.run(
+      name='toy', directory=str(tmp_path), state={'w': jnp.zeros(3)},
+      step_fn=_add_one, batch_for_step=lambda step: step, num_steps=4,
+      writer=metric_writers.create_default_writer(None, just_logging=True),
+      log_every=1, checkpoint_every=1, eval_every=1,
+      evaluate=lambda s: {'overall': scores.get(int(s['w'][0]), 0.0)})
+  best, step = training_loop.restore(str(tmp_path), state, 'best')
+  assert step == 4
+  np.testing.assert_array_equal(best['w'], np.full(3, 4.0))
+
+
+def test_keep_checkpoints_zero_keeps_every_one_and_each_restores(tmp_path):
+  training_loop.run(
+      name='toy', directory=str(tmp_path), state={'w': jnp.zeros(3)},
+      step_fn=_add_one, batch_for_step=lambda step: step, num_steps=5,
+      writer=metric_writers.create_default_writer(None, just_logging=True),
+      log_every=1, checkpoint_every=2, keep_checkpoints=0)
+  assert training_loop.checkpoint_steps(str(tmp_path)) == [2, 4, 5]
+  state, step = training_loop.restore(str(tmp_path), {'w': jnp.zeros(3)},
+                                      step=2)
+  assert step == 2
+  np.testing.assert_array_equal(state['w'], np.full(3, 2.0))
+  with pytest.raises(ValueError, match=r'no checkpoint of step 3.*\[2, 4, 5\]'):
+    training_loop.restore(str(tmp_path), {'w': jnp.zeros(3)}, step=3)
+  # The default keeps the two newest.
+  _run(tmp_path / 'default', _add_one, 5)
+  assert training_loop.checkpoint_steps(str(tmp_path / 'default')) == [4, 5]

@@ -158,15 +158,15 @@ def test_steps_for_epochs():
 def test_load_digits_demo():
   data = loading.load_dataset(config_lib.resolve(conftest.tiny_config()))
   assert data.in_memory and data.image_shape == (8, 8, 1)
-  # 40 test and 8 validation images a class are held out of train.
-  assert data.num_examples('teacher') == 1797 - 400 - 80
-  val = list(data.eval_batches('val', 80))
-  assert np.bincount(val[0]['label']).tolist() == [8] * 10
+  # 40 test and 20 validation images a class are held out of train.
+  assert data.num_examples('teacher') == 1797 - 400 - 200
+  val = list(data.eval_batches('val', 200))
+  assert np.bincount(val[0]['label']).tolist() == [20] * 10
   test_images = {bytes(x) for x in data.test_images}
   assert not test_images & {bytes(x) for x in val[0]['image']} - {
       bytes(x) for x in data.train_images}  # Val is not the test split.
-  assert data.student_class_counts.tolist() == [130, 84, 54, 35, 23, 15, 10,
-                                                6, 4, 3]
+  assert data.student_class_counts.tolist() == [118, 76, 49, 32, 21, 13, 9,
+                                                6, 4, 2]
   assert {k: v.tolist() for k, v in data.shot_groups.items()} == {
       'many': [0, 1, 2], 'medium': [3, 4, 5, 6], 'few': [7, 8, 9]}
   assert (data.max_shift, data.flip) == (1, False)

@@ -17,6 +17,8 @@ from tgt_jax.experiments import long_tail_table
 from tgt_jax.experiments import results_doc
 from tgt_jax.experiments import sample_size
 from tgt_jax.experiments import seed_stats
+from tgt_jax.experiments import selection_rule
+from tgt_jax.experiments import tuning
 
 
 def _demo():
@@ -202,3 +204,118 @@ def test_results_doc_verdicts_follow_the_intervals(tmp_path):
   assert ('- tgt_random vs kd, overall: -2.0 [-3.0, -1.0]: reversed '
           '(significantly worse).') in text
   assert 'Not in this document' in text  # The other experiments.
+
+
+def test_selection_rules_pick_by_their_criterion_and_break_ties_as_stated():
+  accuracy = np.array([0.5, 0.8, 0.7, 0.8, 0.6])
+  loss = np.array([1.0, 0.6, 0.4, 0.5, 0.9])
+  picks = {rule: selection_rule.choose(rule, accuracy, loss)
+           for rule in selection_rule.RULES}
+  assert picks == {'last': 4, 'best_first': 1, 'best_latest': 3,
+                   'best_loss': 2}
+  with pytest.raises(ValueError, match='worst'):
+    selection_rule.choose('worst', accuracy, loss)
+
+
+def test_split_half_picks_on_one_half_and_scores_on_the_other():
+  # Each class alternates between the halves, in split order.
+  assert selection_rule.halves(np.array([0, 0, 1, 0, 1, 1])).tolist() == [
+      0, 1, 0, 0, 1, 0]
+  half = selection_rule.halves(np.array([0, 0, 1, 1]))
+  assert half.tolist() == [0, 1, 0, 1]
+  # Two checkpoints: half 0 (images 0, 2) is right only at the first, half
+  # 1 (images 1, 3) only at the second.
+  correct = np.array([[1, 0, 1, 0], [0, 1, 0, 1]], np.float64)
+  loss = 1.0 - correct
+  # best_first picks on one half the checkpoint where that half is right,
+  # where the other half is wrong: 0 both ways round.
+  assert selection_rule.split_half_score('best_first', correct, loss,
+                                         half) == 0.0
+  # last: half 1 is right at the last checkpoint, half 0 is not.
+  assert selection_rule.split_half_score('last', correct, loss,
+                                         half) == 0.5
+
+
+def test_selection_summary_pairs_every_rule_with_last():
+  def run(peak_step, last_test):
+    """A run of two checkpoints whose validation peaks at `peak_step`."""
+    early_correct = [1, 1, 1, 1] if peak_step == 100 else [0, 1, 0, 1]
+    return selection_rule.rule_outcomes({
+        'steps': [100, 200], 'val_labels': [0, 1, 0, 1],
+        'val_correct': [early_correct, [1, 1, 1, 0] if peak_step == 100
+                        else [1, 1, 1, 1]],
+        'val_loss': [[0.1] * 4, [0.2] * 4],
+        'test': [_report(0.9), _report(last_test)]})
+
+  summary = selection_rule.summarize(
+      {'kd': {0: run(100, 0.8), 1: run(200, 0.95), 2: run(100, 0.7)}})
+  rules = summary['rules']
+  assert summary['runs'] == 3
+  assert rules['best_first']['not_last'] == 2  # Seeds 0 and 2.
+  assert rules['last']['not_last'] == 0
+  assert rules['best_first']['test']['overall']['values'] == pytest.approx(
+      [0.9, 0.95, 0.9])
+  assert rules['best_first']['test_vs_last']['overall']['mean'] == (
+      pytest.approx((0.1 + 0.0 + 0.2) / 3))
+  assert rules['best_loss']['mean_step'] == 100  # Lowest loss: step 100.
+
+
+def test_tuning_searches_one_grid_for_every_method():
+  configs = tuning.search_variants(['kd', 'tgt_random'], [1.0, 4.0],
+                                   [0.5, 1.0], _demo())
+  assert list(configs) == ['onehot'] + [
+      f'{m}/T{t}_a{a}' for m in ('kd', 'tgt_random') for t in (1, 4)
+      for a in (0.5, 1)]
+  config = configs['tgt_random/T4_a0.5']
+  assert config.methods == ('tgt_random',)
+  assert (config.distill.temperature, config.distill.alpha) == (4.0, 0.5)
+  assert configs['onehot'].methods == ('onehot',)
+
+
+def _tuning_results(val_by_point, test=0.9):
+  """{variant: {seed: results}} with the given validation means."""
+  return {name: {seed: {name.split('/')[0]: _report(test + seed / 100),
+                        'val': {name.split('/')[0]: _report(val)}}
+                 for seed in (0, 1)}
+          for name, val in val_by_point.items()}
+
+
+def test_tuning_chooses_on_validation_and_names_the_best_free_baseline():
+  results = _tuning_results({
+      'onehot': 0.90, 'kd/T1_a1': 0.91, 'kd/T4_a1': 0.93,
+      'tgt_random/T1_a1': 0.97, 'tgt_random/T4_a1': 0.95})
+  search = tuning.choose(results, ['kd', 'tgt_random'])
+  assert search['kd']['chosen'] == 'T4_a1'
+  assert search['tgt_random']['chosen'] == 'T1_a1'
+  reference = grid.model_stats(
+      {s: r['val'] for s, r in results['onehot'].items()}, 'onehot')
+  # tgt_random's validation is higher, but it is not generator-free.
+  assert tuning.best_baseline(search, reference) == 'kd'
+
+
+def test_tuning_primary_comparison_stays_out_of_the_holm_family():
+  def runs(model, few):
+    return {s: {model: _report(0.9, few + s / 100)} for s in range(5)}
+  report = {'onehot': runs('onehot', 0.7), 'kd': runs('kd', 0.8),
+            'tgt_gradient': runs('tgt_gradient', 0.85)}
+  compared = tuning.comparisons(report, 'tgt_gradient', 'kd')
+  primary = compared['primary']
+  assert (primary['model'], primary['against'], primary['metric']) == (
+      'tgt_gradient', 'kd', 'few')
+  assert primary['difference']['mean'] == pytest.approx(0.05)
+  family = {(r['model'], r['against'], r['metric'])
+            for r in compared['exploratory']}
+  assert family == {('tgt_gradient', 'onehot', 'overall'),
+                    ('tgt_gradient', 'onehot', 'few'),
+                    ('tgt_gradient', 'kd', 'overall')}
+  for row in compared['exploratory']:
+    assert row['p_holm'] >= row['p']
+
+
+def test_holm_and_paired_p_values_match_their_formulas():
+  # t = 3 / (sd 1.5811 / sqrt 5) = 4.2426, 4 degrees of freedom.
+  assert seed_stats.paired_p_value([1, 2, 3, 4, 5], [0] * 5) == (
+      pytest.approx(0.013236, abs=1e-5))
+  assert seed_stats.paired_p_value([1, 1], [1, 1]) == 1.0
+  assert seed_stats.holm([0.01, 0.04, 0.03, 0.2]) == pytest.approx(
+      [0.04, 0.09, 0.09, 0.2])

@@ -31,7 +31,7 @@ METHODS = ('kd', 'tgt_random')
 def _config():
   config = conftest.tiny_config()
   config.methods = METHODS
-  config.num_epochs = 18 * 8 / 364  # 18 student steps.
+  config.num_epochs = 18 * 8 / 330  # 18 student steps.
   config.teacher_labeler.num_epochs = 0.05
   config.teacher_generator.num_epochs = 0.05
   config.eval_every_steps = 6
@@ -224,5 +224,5 @@ def test_evaluate_reads_a_workdir_while_another_process_trains(tmp_path):
                                       out=str(tmp_path / 'eval'))
   _, stderr = process.communicate(timeout=600)
   assert process.returncode == 0, stderr[-3000:]
-  assert 0 < results['kd']['step'] <= 137  # 3 epochs of 364 / 8.
+  assert 0 < results['kd']['step'] <= 124  # 3 epochs of 330 / 8.
   assert 0.0 <= results['kd']['overall'] <= 1.0

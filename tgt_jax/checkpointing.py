@@ -13,13 +13,13 @@ import jax
 import orbax.checkpoint as ocp
 
 
-def create_manager(directory: str, max_to_keep: int = 2,
+def create_manager(directory: str, max_to_keep: Optional[int] = 2,
                    best_fn: Optional[Callable[[Any], float]] = None,
                    read_only: bool = False) -> ocp.CheckpointManager:
   """A manager of `directory`'s checkpoints.
 
   `best_fn(metrics)`: keep the `max_to_keep` checkpoints with the highest
-  value instead of the newest. `read_only`: never create, write or delete
+  value instead of the newest; `max_to_keep=None` keeps every one. `read_only`: never create, write or delete
   (e.g. to evaluate while another process trains there).
   """
   return ocp.CheckpointManager(
@@ -38,6 +38,14 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any,
   manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics)
 
 
+def restore_step(manager: ocp.CheckpointManager, target: Any,
+                 step: int) -> Any:
+  """The checkpoint of `step` as `target`'s structure (a live state or its
+  abstract shapes; restored arrays take its shardings)."""
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+  return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
 def restore_latest(manager: ocp.CheckpointManager,
                    target: Any) -> tuple[Optional[Any], int]:
   """The newest checkpoint that restores into `target`'s structure.
@@ -48,12 +56,11 @@ def restore_latest(manager: ocp.CheckpointManager,
   tried; if none restores, a ValueError says so rather than training over
   them.
   """
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
   steps = sorted(manager.all_steps(), reverse=True)
   errors = []
   for step in steps:
     try:
-      state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+      state = restore_step(manager, target, step)
     except Exception as error:  # pylint: disable=broad-except
       logging.error('Checkpoint at step %d in %s cannot be restored (%s); '
                     'falling back to the one before it.', step,

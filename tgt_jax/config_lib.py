@@ -278,6 +278,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   config.log_every_steps = 100
   config.checkpoint_every_steps = 500
+  # How many of each stage's newest checkpoints stay on disk (0: all of
+  # them, e.g. for tgt_jax.experiments.selection_rule) [ours].
+  config.keep_checkpoints = 2
   # Validation (the val split) during every stage, every this many steps
   # and at the end; 0: only at the end.
   config.eval_every_steps = 200
@@ -655,6 +658,7 @@ RANGES = {
     'embedding_distill.teacher_learning_rate': _POSITIVE,
     'log_every_steps': _COUNT,
     'checkpoint_every_steps': _COUNT,
+    'keep_checkpoints': _STEPS,  # 0: every checkpoint.
     'eval_every_steps': _STEPS,  # 0: only at the end.
     'eval_batch_size': _COUNT,
     'num_grid_samples': _COUNT,

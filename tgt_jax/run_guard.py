@@ -33,6 +33,7 @@ FINGERPRINT_FILE = 'config.json'
 # own stage fingerprint), where its inputs live (data may move, a teacher
 # checkpoint may be copied elsewhere), and which split it is evaluated on.
 IGNORED_FIELDS = ('methods', 'log_every_steps', 'checkpoint_every_steps',
+                  'keep_checkpoints',
                   'eval_every_steps', 'eval_batch_size', 'num_grid_samples',
                   'dataset.root', 'dataset.data_dir', 'dataset.split_dir',
                   'dataset.cache_dir', 'dataset.cache', 'dataset.eval_split',

@@ -272,6 +272,7 @@ def fit(run: Run, stage: Stage, state, step_fn: Callable,
       num_steps=stage.num_steps, writer=run.writer,
       log_every=run.config.log_every_steps,
       checkpoint_every=run.config.checkpoint_every_steps,
+      keep_checkpoints=run.config.keep_checkpoints,
       evaluate=validate if not stage.reused else None,
       eval_every=run.config.eval_every_steps, progress=run.progress)
   return _choose(run, stage, last, stage.num_steps)
@@ -286,7 +287,7 @@ def _choose(run: Run, stage: Stage, last, last_step: int):
   return last, {'checkpoint': 'last', 'step': last_step}
 
 
-def _teacher_stage(run: Run, dataset, name: str, num_steps: int) -> Stage:
+def teacher_stage(run: Run, dataset, name: str, num_steps: int) -> Stage:
   checkpoint = run.config[name].checkpoint
   return Stage(name=name,
                directory=checkpoint or os.path.join(run.workdir, name),
@@ -299,7 +300,7 @@ def _validator(run: Run, dataset: dataset_lib.Dataset,
   """state -> accuracy report on the validation split (None without one)."""
   if not dataset.has_split('val'):
     return None
-  accuracy = _accuracy_fn(run, dataset, classifier, 'val')
+  accuracy = accuracy_fn(run, dataset, classifier, 'val')
   return lambda state: accuracy({'params': state.params,
                                  'batch_stats': state.batch_stats})
 
@@ -321,7 +322,7 @@ def train_labeler(run: Run, dataset: dataset_lib.Dataset) -> Trained:
                                     run.mesh)
   step_rng = jax.random.fold_in(rng, 1)
   state, chosen = fit(
-      run, _teacher_stage(run, dataset, 'teacher_labeler', num_steps), state,
+      run, teacher_stage(run, dataset, 'teacher_labeler', num_steps), state,
       lambda s, b: step(s, None, b, step_rng),
       dataset.train_batches('teacher', cfg.batch_size,
                             data_seed(run.config.seed, 'teacher_labeler')),
@@ -386,7 +387,7 @@ def _train_generator(run: Run, dataset: dataset_lib.Dataset,
     return {'overall': reconstruction_agreement(run, dataset, teachers,
                                                 'val')}
 
-  state, chosen = fit(run, _teacher_stage(run, dataset, 'teacher_generator',
+  state, chosen = fit(run, teacher_stage(run, dataset, 'teacher_generator',
                                           num_steps),
                       state, lambda s, b: step(s, b, step_rng),
                       lambda i: {'image': batches(i)['image']},
@@ -483,16 +484,26 @@ def _over_split(run: Run, dataset: dataset_lib.Dataset, fn: Callable,
                                run.config.eval_batch_size), run.mesh)
 
 
-def _accuracy_fn(run: Run, dataset: dataset_lib.Dataset,
+def split_logits_fn(run: Run, dataset: dataset_lib.Dataset,
+                    classifier: classifier_lib.Classifier,
+                    split: str | None = None
+                    ) -> Callable[[Any], tuple[np.ndarray, np.ndarray]]:
+  """variables -> (logits of `classifier` on every image of `split`, their
+  labels), compiled once for every call."""
+  logits_fn = _logits_fn(classifier)
+  return lambda variables: _over_split(
+      run, dataset, lambda images: logits_fn(variables, images), split)
+
+
+def accuracy_fn(run: Run, dataset: dataset_lib.Dataset,
                  classifier: classifier_lib.Classifier,
                  split: str | None = None) -> Callable[[Any], dict]:
   """variables -> accuracy report of `classifier` on `split`, compiled once
   for every call (validation calls it every `eval_every_steps`)."""
-  logits_fn = _logits_fn(classifier)
+  logits_fn = split_logits_fn(run, dataset, classifier, split)
 
   def accuracy(variables):
-    logits, labels = _over_split(
-        run, dataset, lambda images: logits_fn(variables, images), split)
+    logits, labels = logits_fn(variables)
     return evaluation.accuracy_report(labels, logits, dataset.shot_groups)
   return accuracy
 
@@ -501,7 +512,7 @@ def evaluate(run: Run, dataset: dataset_lib.Dataset, model: Trained,
              split: str | None = None) -> dict:
   """Accuracy report of a classifier on `split` (default: the config's
   eval_split), with the checkpoint it came from."""
-  report = _accuracy_fn(run, dataset, model.classifier, split)(
+  report = accuracy_fn(run, dataset, model.classifier, split)(
       model.variables)
   return {**report, **model.chosen}
 

@@ -10,9 +10,11 @@ waits on the device in between.
 
 With an `evaluate(state) -> {'overall': ...}` the loop also measures the
 state on the validation split every `eval_every` steps and at the end, and
-keeps the best state by `overall` in `<directory>/best` beside the last one.
-Both are exact after a resume: evaluation steps, values and the choice are
-functions of the run's config.
+keeps the best state by `overall` in `<directory>/best` beside the last one;
+of evaluations that tie, the later step is kept (on a small validation split
+ties are common, and the earliest of them is the least trained). Both are
+exact after a resume: evaluation steps, values and the choice are functions
+of the run's config.
 """
 
 import dataclasses
@@ -120,8 +122,10 @@ class _Best:
       self.value = float(metrics['overall'])
 
   def offer(self, step: int, state, report: dict) -> bool:
-    """Saves `state` as the best if it beats the best so far."""
-    if report['overall'] <= self.value or step in self.manager.all_steps():
+    """Saves `state` as the best if it is at least as good as the best so
+    far (a tie goes to the later step; orbax keeps the newer of two equal
+    checkpoints)."""
+    if report['overall'] < self.value or step in self.manager.all_steps():
       return False
     self.value = float(report['overall'])
     checkpointing.save(self.manager, step, state,
@@ -138,16 +142,20 @@ def run(*, name: str, directory: str, state: Any,
         batch_for_step: Callable[[int], Any], num_steps: int,
         writer: metric_writers.MetricWriter, log_every: int,
         checkpoint_every: int,
+        keep_checkpoints: int = 2,
         evaluate: Optional[Callable[[Any], dict[str, Any]]] = None,
         eval_every: int = 0,
         progress: Optional[RunProgress] = None) -> Any:
   """Trains `state` to `num_steps`, resuming from `directory` if possible.
 
   Returns the last state. With `evaluate`, the best state by validation
-  `overall` is kept in directory/best (see `restore`).
+  `overall` is kept in directory/best (see `restore`). `keep_checkpoints`:
+  how many of the newest checkpoints stay in `directory` (0: every one,
+  e.g. to study a run's trajectory afterwards).
   """
   progress = progress or RunProgress({name: num_steps})
-  manager = checkpointing.create_manager(directory)
+  manager = checkpointing.create_manager(
+      directory, max_to_keep=keep_checkpoints or None)
   restored, start_step = checkpointing.restore_latest(manager, state)
   if restored is not None:
     state = restored
@@ -223,11 +231,12 @@ def run(*, name: str, directory: str, state: Any,
   return state
 
 
-def restore(directory: str, target: Any, which: str = 'last'
-            ) -> tuple[Optional[Any], int]:
+def restore(directory: str, target: Any, which: str = 'last',
+            step: Optional[int] = None) -> tuple[Optional[Any], int]:
   """The stage's 'last' or 'best' checkpoint as `target`'s structure, read
   only (safe while another process trains in the directory); (None, 0) if
-  there is none."""
+  there is none. `step`: that checkpoint of the stage instead of the last
+  (one `checkpoint_steps` lists)."""
   if which not in ('last', 'best'):
     raise ValueError(f"which must be 'last' or 'best', got {which!r}.")
   path = directory if which == 'last' else os.path.join(directory, BEST_DIR)
@@ -235,6 +244,23 @@ def restore(directory: str, target: Any, which: str = 'last'
     return None, 0
   manager = checkpointing.create_manager(path, read_only=True)
   try:
-    return checkpointing.restore_latest(manager, target)
+    if step is None:
+      return checkpointing.restore_latest(manager, target)
+    if step not in manager.all_steps():
+      raise ValueError(f'{path} holds no checkpoint of step {step}; it '
+                       f'holds {sorted(manager.all_steps())}.')
+    return checkpointing.restore_step(manager, target, step), step
+  finally:
+    manager.close()
+
+
+def checkpoint_steps(directory: str) -> list[int]:
+  """The steps of the stage's checkpoints on disk (every evaluation's when
+  the stage ran with `keep_checkpoints=0` and saved at each one)."""
+  if not os.path.isdir(directory):
+    return []
+  manager = checkpointing.create_manager(directory, read_only=True)
+  try:
+    return sorted(manager.all_steps())
   finally:
     manager.close()

@@ -101,8 +101,8 @@ def table(summary, seeds, info, base_exploration) -> str:
   """Markdown: per method, validation and test accuracy at each point."""
   lines = [grid.header('Exploration at equal step length', info),
            f'Top-1 accuracy (%), mean ± std (ddof 1) over seeds '
-           f'{", ".join(map(str, seeds))}, on the validation split (8 images '
-           'a class carved from train) and the balanced test split; the '
+           f'{", ".join(map(str, seeds))}, on the validation split (carved '
+           'from train) and the balanced test split; the '
            'demo\'s long tail. D: the mean latent displacement the setting '
            'aims at; measured: its mean ||z~ - E(x)|| on test images. '
            f'"base": the base config (sigma {base_exploration.sigma:g}, step '

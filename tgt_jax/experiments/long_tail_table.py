@@ -9,9 +9,9 @@ digits, each with the plain losses and with each long-tail loss
 (`long_tail_loss`: logit adjustment, Menon et al. 2021; Balanced Softmax,
 Ren et al. 2020), over the seeds (default 0..4):
 
-- `if50`: the demo's subset, imbalance factor 50 (130 ... 3 images a class);
-- `if100`: [ours] a harder tail, imbalance factor 100 (130 ... 1 image a
-  class; many = {0, 1}, medium = {2..5}, few = {6..9} with the demo's
+- `if50`: the demo's subset, imbalance factor 50 (118 ... 2 images a class);
+- `if100`: [ours] a harder tail, imbalance factor 100 (118 ... 1 image a
+  class; many = {0, 1, 2}, medium = {3, 4, 5}, few = {6..9} with the demo's
   thresholds).
 
 All runs share one labeler and one generator (trained on the full train

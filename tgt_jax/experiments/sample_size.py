@@ -4,7 +4,7 @@
       --workdir=workdirs/sample_size --teacher_dir=workdirs/digits_lt
 
 trains `onehot`, `kd` and `tgt_random` students of configs/digits_lt.py on
-balanced subsets of the digits' train split (default 13, 32, 63 and 126
+balanced subsets of the digits' train split (default 11, 28, 57 and 114
 images a class: 10, 25, 50 and 100% of the smallest class), over the seeds
 (`--seeds`; docs/results.md ran 0, 1, 2),
 and plots test accuracy against the number of real training images. The
@@ -38,7 +38,7 @@ from tgt_jax.experiments import grid
 from tgt_jax.experiments import seed_stats
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list('per_class', ['13', '32', '63', '126'],
+flags.DEFINE_list('per_class', ['11', '28', '57', '114'],
                   'Real training images per class, one subset each.')
 flags.DEFINE_integer('steps', 850, '[ours] Student steps at every size; 0 '
                      'keeps the base config\'s schedule (e.g. with :quick).')

@@ -25,16 +25,49 @@ RULE = ('Every comparison is paired: the two methods ran with the same '
         'holds when its interval excludes 0.')
 
 
+def t_cdf(t: float, dof: int) -> float:
+  """The Student-t CDF with `dof` degrees of freedom (no SciPy needed)."""
+  tail = 0.5 * float(special.betainc(dof / 2, 0.5, dof / (dof + t * t)))
+  return 1.0 - tail if t > 0 else tail
+
+
 def t_quantile(probability: float, dof: int) -> float:
-  """The Student-t quantile, by bisection on its CDF (no SciPy needed)."""
-  def cdf(t):
-    tail = 0.5 * float(special.betainc(dof / 2, 0.5, dof / (dof + t * t)))
-    return 1.0 - tail if t > 0 else tail
+  """The Student-t quantile, by bisection on its CDF."""
   low, high = -1e3, 1e3
   for _ in range(200):
     middle = (low + high) / 2
-    low, high = (middle, high) if cdf(middle) < probability else (low, middle)
+    low, high = ((middle, high) if t_cdf(middle, dof) < probability
+                 else (low, middle))
   return (low + high) / 2
+
+
+def paired_p_value(a: Sequence[float], b: Sequence[float]) -> float:
+  """Two-sided p-value of the paired t test of mean(a - b) = 0 (1.0 when
+  every difference is 0; 0.0 when they are equal and not 0)."""
+  differences = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+  n = len(differences)
+  if n < 2:
+    raise ValueError('A paired test needs at least 2 seeds.')
+  spread = float(np.std(differences, ddof=1))
+  mean = float(np.mean(differences))
+  if spread == 0:
+    return 1.0 if mean == 0 else 0.0
+  t = mean / (spread / math.sqrt(n))
+  return 2.0 * (1.0 - t_cdf(abs(t), n - 1))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+  """Holm-Bonferroni adjusted p-values, in the order given: the family's
+  chance of any false claim stays at most the level at which each adjusted
+  p-value is read (Holm 1979)."""
+  order = np.argsort(p_values)
+  m = len(p_values)
+  adjusted = np.empty(m)
+  running = 0.0
+  for rank, index in enumerate(order):
+    running = max(running, min(1.0, (m - rank) * p_values[index]))
+    adjusted[index] = running
+  return adjusted.tolist()
 
 
 def metric_stats(values: Sequence[float]) -> dict:
