@@ -199,3 +199,12 @@ def test_debug_mode_reads_the_flag_in_every_form(monkeypatch):
     assert not errors.debug_enabled(['main.py', *argv]), argv
   monkeypatch.setenv(errors.DEBUG_VARIABLE, '1')
   assert errors.debug_enabled(['main.py'])
+
+
+def test_export_of_a_missing_workdir_says_it_is_missing(tmp_path):
+  from tgt_jax import export  # pylint: disable=g-import-not-at-top
+  missing = str(tmp_path / 'no_such_run')
+  with pytest.raises(FileNotFoundError,
+                     match=r'no_such_run/config.json not found: --workdir'):
+    export.export_student(missing, 'kd', str(tmp_path / 'out'))
+  assert not (tmp_path / 'out').exists()

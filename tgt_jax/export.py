@@ -112,7 +112,9 @@ def export_student(workdir: str, method: str, out: str,
   `method` is the student's key in results.json (e.g. 'kd+emb_raw').
   """
   base = method.split('+')[0]
-  # Checked before the teachers are loaded and the student rebuilt.
+  # Checked before the teachers are loaded and the student rebuilt: first
+  # that `workdir` is a run's (it names what is missing, as evaluate does).
+  run_guard.read_run_config(workdir)
   trained = run_guard.trained_students(workdir)
   if method not in trained:
     raise errors.WorkdirError(
