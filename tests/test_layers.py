@@ -21,8 +21,8 @@ LAYERS = [
      'data.assets.make_digits_npz'],
     # 1: config, networks, data, checkpoints.
     ['config_lib', 'models.classifier', 'models.build', 'checkpointing',
-     'data.dataset', 'data.tfds_pipelines', 'data.loading', 'run_guard',
-     'training_loop'],
+     'data.dataset', 'data.streaming', 'data.tfds_pipelines', 'data.loading',
+     'run_guard', 'training_loop'],
     # 2: what a step and a stage are made of.
     ['teachers', 'methods', 'embedding_distill', 'evaluation', 'monitoring',
      'generator_training', 'pretrained'],
@@ -36,6 +36,7 @@ LAYERS = [
     ['experiments.seed_stats', 'experiments.grid', 'experiments.multi_seed',
      'experiments.long_tail_table', 'experiments.sample_size',
      'experiments.exploration_sweep', 'experiments.embedding_ablation',
+     'experiments.selection_rule', 'experiments.tuning',
      'experiments.results_doc'],
 ]
 LAYER = {module: i for i, modules in enumerate(LAYERS) for module in modules}

@@ -30,6 +30,7 @@ from tgt_jax import teachers as teachers_lib  # pylint: disable=g-import-not-at-
 from tgt_jax.data import dataset as dataset_lib  # pylint: disable=g-import-not-at-top
 from tgt_jax.data import loading  # pylint: disable=g-import-not-at-top
 from tgt_jax.data import long_tail  # pylint: disable=g-import-not-at-top
+from tgt_jax.data import streaming  # pylint: disable=g-import-not-at-top
 from tgt_jax.data import tfds_pipelines  # pylint: disable=g-import-not-at-top
 
 
@@ -88,7 +89,7 @@ def test_places_filter_keeps_listed_files_and_checks_labels():
         'image': [_png(10 * i) for i in range(len(all_files))],
         'label': tfds_labels, 'filename': all_files})
 
-  source = tfds_pipelines.filtered_tfds_source(
+  source = streaming.filtered_tfds_source(
       read_all([7, 0, 1, 2, 7]), listed, split_labels)
   assert source.count(0, 1) == 3
   kept = list(source.read(0, 1).as_numpy_iterator())
@@ -96,7 +97,7 @@ def test_places_filter_keeps_listed_files_and_checks_labels():
   shard = list(source.read(1, 2).as_numpy_iterator())
   assert [int(e['label']) for e in shard] == [1]
   # A path mapping that pairs a file with another class must not pass.
-  wrong = tfds_pipelines.filtered_tfds_source(read_all([7, 0, 2, 2, 7]),
+  wrong = streaming.filtered_tfds_source(read_all([7, 0, 2, 2, 7]),
                                               listed, split_labels)
   with pytest.raises(tf.errors.InvalidArgumentError,
                      match='differs from TFDS'):
@@ -147,11 +148,11 @@ def _id_images(num):
 
 
 def _id_data(num_train, num_test):
-  return tfds_pipelines.StreamingDataset(
+  return streaming.StreamingDataset(
       name='ids', class_names=tuple(str(i) for i in range(num_train)),
       train_class_counts=np.ones(num_train, np.int64), shot_groups={},
-      sources={'train': tfds_pipelines.fake_source(*_id_images(num_train)),
-               'test': tfds_pipelines.fake_source(*_id_images(num_test))},
+      sources={'train': streaming.fake_source(*_id_images(num_train)),
+               'test': streaming.fake_source(*_id_images(num_test))},
       image_size=16)
 
 

@@ -7,7 +7,8 @@ evaluation splits. Two implementations share the interface:
   InMemoryDataset   arrays in memory (the bundled digits, image folders);
                     batches are gathered and augmented with NumPy.
   StreamingDataset  tf.data streams (ImageNet-LT, Places-LT, SUN-LT, fake),
-                    in tfds_pipelines.py; TensorFlow is imported only there.
+                    in streaming.py, fed by the benchmarks of
+                    tfds_pipelines.py; TensorFlow is imported only there.
 
 `loading.load_dataset(config)` gives the one a config names.
 
