@@ -36,6 +36,7 @@ def _config():
   config.teacher_generator.num_epochs = 0.05
   config.eval_every_steps = 6
   config.log_every_steps = 3
+  config.report_checkpoint = 'best'  # What these tests check is kept.
   return config
 
 
