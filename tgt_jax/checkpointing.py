@@ -19,8 +19,9 @@ def create_manager(directory: str, max_to_keep: Optional[int] = 2,
   """A manager of `directory`'s checkpoints.
 
   `best_fn(metrics)`: keep the `max_to_keep` checkpoints with the highest
-  value instead of the newest; `max_to_keep=None` keeps every one. `read_only`: never create, write or delete
-  (e.g. to evaluate while another process trains there).
+  value instead of the newest; `max_to_keep=None` keeps every one.
+  `read_only`: never create, write or delete (e.g. to evaluate while
+  another process trains there).
   """
   return ocp.CheckpointManager(
       os.path.abspath(directory),

@@ -496,8 +496,8 @@ def split_logits_fn(run: Run, dataset: dataset_lib.Dataset,
 
 
 def accuracy_fn(run: Run, dataset: dataset_lib.Dataset,
-                 classifier: classifier_lib.Classifier,
-                 split: str | None = None) -> Callable[[Any], dict]:
+                classifier: classifier_lib.Classifier,
+                split: str | None = None) -> Callable[[Any], dict]:
   """variables -> accuracy report of `classifier` on `split`, compiled once
   for every call (validation calls it every `eval_every_steps`)."""
   logits_fn = split_logits_fn(run, dataset, classifier, split)

@@ -40,13 +40,8 @@ class NonFiniteLossError(FloatingPointError):
 
 def is_stage_complete(directory: str, num_steps: int) -> bool:
   """True when the stage's newest checkpoint is at its final step."""
-  if not os.path.isdir(directory):
-    return False
-  manager = checkpointing.create_manager(directory, read_only=True)
-  try:
-    return (manager.latest_step() or 0) >= num_steps
-  finally:
-    manager.close()
+  steps = checkpoint_steps(directory)
+  return bool(steps) and steps[-1] >= num_steps
 
 
 @dataclasses.dataclass

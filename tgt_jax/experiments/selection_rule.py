@@ -37,10 +37,12 @@ from typing import Any, Mapping, Sequence
 
 from absl import app
 from absl import flags
+import jax
 import ml_collections
 import numpy as np
 
 from tgt_jax import cli
+from tgt_jax import losses
 from tgt_jax import student_setup
 from tgt_jax import train
 from tgt_jax import training_loop
@@ -104,13 +106,6 @@ def split_half_score(rule: str, correct: np.ndarray, loss: np.ndarray,
   return float(np.mean(scores))
 
 
-def _cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-  logits = logits.astype(np.float64)
-  top = logits.max(-1, keepdims=True)
-  log_norm = top[:, 0] + np.log(np.exp(logits - top).sum(-1))
-  return log_norm - logits[np.arange(len(labels)), labels]
-
-
 def trajectory(run: train.Run, dataset, model: train.Trained,
                directory: str) -> dict[str, Any]:
   """Every kept checkpoint of a stage, evaluated: {'steps', 'val_correct'
@@ -126,7 +121,8 @@ def trajectory(run: train.Run, dataset, model: train.Trained,
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
     logits, labels = val_logits(variables)
     out['val_correct'].append((np.argmax(logits, -1) == labels).tolist())
-    out['val_loss'].append(_cross_entropy(logits, labels).tolist())
+    out['val_loss'].append(np.asarray(losses.soft_cross_entropy(
+        jax.nn.one_hot(labels, logits.shape[-1]), logits)).tolist())
     out['test'].append({k: v for k, v in test_report(variables).items()
                         if k in seed_stats.METRICS})
     out['val_labels'] = labels.tolist()

@@ -122,8 +122,7 @@ def comparisons(report: Mapping[str, Mapping[int, dict]], primary: str,
   """The primary comparison, and the exploratory family with Holm-adjusted
   p-values: each TGT method against each generator-free method."""
   def pair(model, against, metric):
-    a = {s: r for s, r in report[model].items()}
-    b = report[against]
+    a, b = report[model], report[against]
     seeds = sorted(set(a) & set(b))
     values_a = [a[s][model][metric] for s in seeds]
     values_b = [b[s][against][metric] for s in seeds]
