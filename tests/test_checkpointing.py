@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 from clu import metric_writers
 import jax.numpy as jnp
@@ -83,6 +84,10 @@ def test_checkpoints_that_fit_nothing_are_refused_not_overwritten(tmp_path):
   with pytest.raises(ValueError, match='fits this config'):
     checkpointing.restore_latest(manager, {'w': jnp.zeros(5)})
   manager.close()
+  # A reader (evaluate) says the same at once: nothing is writing there, so
+  # the failure is not taken for a checkpoint being removed.
+  with pytest.raises(ValueError, match='fits this config'):
+    training_loop.restore(str(tmp_path), {'w': jnp.zeros(5)})
   assert os.path.isdir(tmp_path / '1')
 
 
@@ -90,6 +95,7 @@ _CRASH_IN_SAVE = '''
 import os
 import signal
 import sys
+import threading
 
 from orbax.checkpoint._src.path import atomicity
 
@@ -168,3 +174,33 @@ def test_keep_checkpoints_zero_keeps_every_one_and_each_restores(tmp_path):
   # The default keeps the two newest.
   _run(tmp_path / 'default', _add_one, 5)
   assert training_loop.checkpoint_steps(str(tmp_path / 'default')) == [4, 5]
+
+
+def test_reading_while_the_writer_removes_old_checkpoints(tmp_path):
+  """evaluate beside a training process: the writer deletes its oldest
+  checkpoint after each save, and a reader that listed it must look again
+  rather than fail (before the fix about 3% of reads raised
+  FileNotFoundError). Each read gets a complete checkpoint, of its step."""
+  directory = str(tmp_path)
+  saves = 120
+  def write():
+    manager = checkpointing.create_manager(directory, max_to_keep=1)
+    for step in range(1, saves + 1):
+      checkpointing.save(manager, step, {'w': jnp.full(3, float(step))})
+      manager.wait_until_finished()
+    manager.close()
+
+  writer = threading.Thread(target=write)
+  writer.start()
+  reads = []
+  try:
+    while writer.is_alive() or not reads:
+      steps = training_loop.checkpoint_steps(directory)
+      state, step = training_loop.restore(directory, {'w': jnp.zeros(3)})
+      if state is not None:
+        np.testing.assert_array_equal(state['w'], np.full(3, float(step)))
+        reads.append(step)
+      assert all(1 <= s <= saves for s in steps)
+  finally:
+    writer.join()
+  assert len(reads) > 20 and reads == sorted(reads)

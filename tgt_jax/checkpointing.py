@@ -6,7 +6,8 @@ checkpoint that fails to restore is reported and the next older one is tried.
 """
 
 import os
-from typing import Any, Callable, Optional
+import time
+from typing import Any, Callable, Optional, TypeVar
 
 from absl import logging
 import jax
@@ -34,6 +35,51 @@ def create_manager(directory: str, max_to_keep: Optional[int] = 2,
           cleanup_tmp_directories=not read_only))
 
 
+_T = TypeVar('_T')
+
+# How often a reader retries when the writer removed a checkpoint under it.
+# The writer keeps its newest checkpoints, so a second look nearly always
+# succeeds; a directory still changing after 10 looks 0.1 s apart is
+# more than a race.
+_READ_ATTEMPTS = 10
+_READ_RETRY_S = 0.1
+
+
+class CheckpointsRemoved(Exception):
+  """Every listed checkpoint went missing before it could be restored."""
+
+
+def read_while_written(directory: str,
+                       read: Callable[[ocp.CheckpointManager], _T]) -> _T:
+  """`read(manager)` on a read-only manager of `directory`, retried when
+  another process's training removes a checkpoint while it is being read.
+
+  A writer with `max_to_keep` deletes its oldest checkpoint after each save.
+  Orbax's reader lists the steps, then opens each one, so a step deleted
+  between the two raises FileNotFoundError (or NotADirectoryError while a
+  save renames its temporary directory); about 3% of opens failed that way
+  against a writer saving in a loop. Listing again sees the steps that are
+  there now.
+  """
+  for attempt in range(_READ_ATTEMPTS):
+    try:
+      manager = create_manager(directory, read_only=True)
+      try:
+        return read(manager)
+      finally:
+        manager.close()
+    except (FileNotFoundError, NotADirectoryError, CheckpointsRemoved) as error:
+      if attempt == _READ_ATTEMPTS - 1:
+        raise FileNotFoundError(
+            f'The checkpoints in {directory} kept changing while being read '
+            f'({error}). If another process trains there, try again; if '
+            'none does, its checkpoints are incomplete.') from error
+      logging.info('A checkpoint in %s was removed while being read (%s); '
+                   'reading the directory again.', directory, error)
+      time.sleep(_READ_RETRY_S)
+  raise AssertionError('unreachable')
+
+
 def save(manager: ocp.CheckpointManager, step: int, state: Any,
          metrics: Optional[dict[str, float]] = None) -> None:
   manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics)
@@ -47,15 +93,25 @@ def restore_step(manager: ocp.CheckpointManager, target: Any,
   return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
 
-def restore_latest(manager: ocp.CheckpointManager,
-                   target: Any) -> tuple[Optional[Any], int]:
+def _steps_on_disk(directory) -> set[int]:
+  # Orbax names a finished step's directory by the bare step number (a save
+  # in progress has a temporary suffix).
+  return {int(name) for name in os.listdir(str(directory)) if name.isdigit()}
+
+
+def restore_latest(manager: ocp.CheckpointManager, target: Any,
+                   removal_possible: bool = False
+                   ) -> tuple[Optional[Any], int]:
   """The newest checkpoint that restores into `target`'s structure.
 
   Returns (state, step), or (None, 0) when the directory has none. `target`
   is a live state or its abstract shapes; restored arrays take its shardings.
   A checkpoint that fails to restore is reported and the one before it is
   tried; if none restores, a ValueError says so rather than training over
-  them.
+  them. `removal_possible` (a reader beside a writer): a checkpoint may
+  fail because the writer is deleting it, file by file; if none restores
+  and the directory's steps changed meanwhile, CheckpointsRemoved asks the
+  caller to list it again (the failures say nothing about the checkpoints).
   """
   steps = sorted(manager.all_steps(), reverse=True)
   errors = []
@@ -63,13 +119,19 @@ def restore_latest(manager: ocp.CheckpointManager,
     try:
       state = restore_step(manager, target, step)
     except Exception as error:  # pylint: disable=broad-except
-      logging.error('Checkpoint at step %d in %s cannot be restored (%s); '
-                    'falling back to the one before it.', step,
-                    manager.directory, error)
+      # A reader's failure may be the writer's deletion: not an error yet.
+      report = logging.warning if removal_possible else logging.error
+      report('Checkpoint at step %d in %s cannot be restored (%s); falling '
+             'back to the one before it.', step, manager.directory, error)
       errors.append(f'step {step}: {error}')
       continue
     return state, step
-  if steps:
+  if errors and removal_possible and _steps_on_disk(
+      manager.directory) != set(steps):
+    raise CheckpointsRemoved(
+        f'{manager.directory} changed from steps {sorted(steps)} while '
+        'they were being restored')
+  if errors:
     raise ValueError(
         f'No checkpoint in {manager.directory} fits this config '
         f'({"; ".join(errors)[:2000]}). If the config changed (depth, width, '

@@ -237,16 +237,17 @@ def restore(directory: str, target: Any, which: str = 'last',
   path = directory if which == 'last' else os.path.join(directory, BEST_DIR)
   if not os.path.isdir(path):
     return None, 0
-  manager = checkpointing.create_manager(path, read_only=True)
-  try:
+
+  def read(manager):
     if step is None:
-      return checkpointing.restore_latest(manager, target)
+      return checkpointing.restore_latest(manager, target,
+                                          removal_possible=True)
     if step not in manager.all_steps():
       raise ValueError(f'{path} holds no checkpoint of step {step}; it '
                        f'holds {sorted(manager.all_steps())}.')
     return checkpointing.restore_step(manager, target, step), step
-  finally:
-    manager.close()
+
+  return checkpointing.read_while_written(path, read)
 
 
 def checkpoint_steps(directory: str) -> list[int]:
@@ -254,8 +255,5 @@ def checkpoint_steps(directory: str) -> list[int]:
   the stage ran with `keep_checkpoints=0` and saved at each one)."""
   if not os.path.isdir(directory):
     return []
-  manager = checkpointing.create_manager(directory, read_only=True)
-  try:
-    return sorted(manager.all_steps())
-  finally:
-    manager.close()
+  return checkpointing.read_while_written(
+      directory, lambda manager: sorted(manager.all_steps()))
