@@ -10,7 +10,10 @@ import os
 import numpy as np
 import pytest
 
+from tgt_jax import compute
+from tgt_jax import train
 from tgt_jax.data import dataset as dataset_lib
+from tgt_jax.experiments import compute as compute_experiment
 from tgt_jax.experiments import exploration_sweep
 from tgt_jax.experiments import grid
 from tgt_jax.experiments import long_tail_table
@@ -319,3 +322,76 @@ def test_holm_and_paired_p_values_match_their_formulas():
   assert seed_stats.paired_p_value([1, 1], [1, 1]) == 1.0
   assert seed_stats.holm([0.01, 0.04, 0.03, 0.2]) == pytest.approx(
       [0.04, 0.09, 0.09, 0.2])
+
+
+# FLOPs of one step of each method, and of each teacher's training, in the
+# fake runs below.
+_STEP_FLOPS = {'onehot': 1e6, 'kd': 3e6, 'kd_mixup': 3e6, 'tgt_random': 7e6,
+               'tgt_gradient': 2e7}
+_TEACHER_FLOPS = {'teacher_labeler': 5e9, 'teacher_generator': 4e10}
+_STUDENT_IMAGES = 364  # The demo's long-tail subset.
+
+
+def _fake_compute_run(config, workdir):
+  """What a run records, with a fixed FLOP count per method: each student's
+  steps follow from its epochs, as in training, and the teachers' FLOPs
+  are added by the functions training adds them with."""
+  for stage in grid.TEACHER_STAGES:
+    os.makedirs(os.path.join(workdir, stage), exist_ok=True)
+  steps = dataset_lib.steps_for_epochs(_STUDENT_IMAGES, config.batch_size,
+                                       config.num_epochs)
+  results = {'teacher_labeler': _report(0.99)}
+  for method in config.methods:
+    record = {'flops_per_step': _STEP_FLOPS[method], 'steps': steps,
+              'train_flops': _STEP_FLOPS[method] * steps,
+              'wall_s': 1e-3 * steps + config.seed}
+    accuracy = 0.5 + 0.01 * config.seed + 1e-4 * steps
+    results[method] = {**_report(accuracy, few=accuracy / 2),
+                       'compute': compute.with_teachers(record, [
+                           {'train_flops': _TEACHER_FLOPS[t]}
+                           for t in train.teachers_used(method, config)])}
+  return results
+
+
+def test_compute_experiment_scales_the_epochs_and_tabulates_every_row(
+    tmp_path):
+  base = _demo()
+  payload = compute_experiment.run_experiment(
+      base, [0, 1], str(tmp_path), None, multiples=[1.0, 2.0, 5.0],
+      methods=['onehot', 'kd', 'kd_mixup'],
+      tgt_methods=['tgt_random', 'tgt_gradient'], train_fn=_fake_compute_run)
+  with open(tmp_path / 'compute.json') as f:
+    saved = json.load(f)
+  assert saved['rows'] == payload['rows']
+  assert [(r['method'], r['multiple']) for r in saved['rows']] == [
+      (m, x) for m in ('onehot', 'kd', 'kd_mixup') for x in (1, 2, 5)] + [
+          ('tgt_random', 1), ('tgt_gradient', 1)]
+  assert set(saved['per_seed']) == {'x1', 'x2', 'x5'}
+  rows = {(r['method'], r['multiple']): r for r in saved['rows']}
+  one = dataset_lib.steps_for_epochs(_STUDENT_IMAGES, 64, 150)
+  for method in ('onehot', 'kd', 'kd_mixup'):
+    for multiple in (1, 2, 5):
+      row = rows[method, multiple]
+      assert row['epochs'] == 150 * multiple
+      assert row['steps'] == dataset_lib.steps_for_epochs(
+          _STUDENT_IMAGES, 64, 150 * multiple)
+      # Train FLOPs grow with the multiple (to the step, 1 in 850).
+      assert row['train_flops'] == pytest.approx(
+          multiple * rows[method, 1]['train_flops'], rel=2 / one)
+      assert row['train_flops'] == _STEP_FLOPS[method] * row['steps']
+  assert rows['onehot', 2]['total_flops'] == rows['onehot', 2]['train_flops']
+  assert rows['kd', 5]['total_flops'] == (rows['kd', 5]['train_flops'] +
+                                          _TEACHER_FLOPS['teacher_labeler'])
+  assert rows['tgt_gradient', 1]['teacher_flops'] == sum(
+      _TEACHER_FLOPS.values())
+  # Mean and sample std over the two seeds.
+  assert rows['kd', 1]['overall']['mean'] == pytest.approx(
+      0.505 + 1e-4 * one)
+  assert rows['kd', 1]['overall']['std'] == pytest.approx(
+      0.01 / np.sqrt(2))
+  assert rows['kd', 1]['wall_s']['mean'] == pytest.approx(1e-3 * one + 0.5)
+  table = (tmp_path / 'compute.md').read_text()
+  two = rows['kd', 2]['steps']
+  assert (f'| kd | 300 (2x) | {two} | {3e6 * two:.3g} | '
+          f'{3e6 * two + 5e9:.3g} | ') in table
+  assert os.path.getsize(tmp_path / 'compute.png') > 1000
