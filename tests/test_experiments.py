@@ -390,8 +390,75 @@ def test_compute_experiment_scales_the_epochs_and_tabulates_every_row(
   assert rows['kd', 1]['overall']['std'] == pytest.approx(
       0.01 / np.sqrt(2))
   assert rows['kd', 1]['wall_s']['mean'] == pytest.approx(1e-3 * one + 0.5)
+  # Each TGT row against each baseline's cheapest row of at least its
+  # total FLOPs (tgt_random: 5.1e10 FLOPs; kd reaches 1.78e10 at 5x, its
+  # most; onehot 4.3e9), paired over the seeds.
+  against = {(p['model'], p['against']) for p in saved['paired']}
+  assert against == {(f'{t} (1x)', f'{b} (5x)')
+                     for t in ('tgt_random', 'tgt_gradient')
+                     for b in ('onehot', 'kd', 'kd_mixup')}
+  difference = next(p['difference'] for p in saved['paired']
+                    if p['model'] == 'tgt_random (1x)' and p['metric'] ==
+                    'overall' and p['against'] == 'kd (5x)')
+  assert difference['mean'] == pytest.approx(
+      1e-4 * (one - rows['kd', 5]['steps']))
   table = (tmp_path / 'compute.md').read_text()
   two = rows['kd', 2]['steps']
   assert (f'| kd | 300 (2x) | {two} | {3e6 * two:.3g} | '
           f'{3e6 * two + 5e9:.3g} | ') in table
   assert os.path.getsize(tmp_path / 'compute.png') > 1000
+
+
+@pytest.mark.integration
+def test_compute_experiment_on_a_tiny_config(tmp_path):
+  """Real tiny runs: kd at 1x and 2x and tgt_random at 1x, one seed. The
+  step's FLOPs are the same at every multiple, so the train FLOPs scale
+  with the steps; rerun, the experiment trains nothing again and writes
+  the same rows (wall times included: they are read back, not re-timed)."""
+  import conftest  # pylint: disable=g-import-not-at-top
+  base = conftest.tiny_config()
+  base.num_epochs = base.teacher_labeler.num_epochs = 0.05
+  base.teacher_generator.num_epochs = 0.05
+
+  def run():
+    return compute_experiment.run_experiment(
+        base, [0], str(tmp_path), None, multiples=[1.0, 2.0],
+        methods=['kd'], tgt_methods=['tgt_random'])['rows']
+
+  rows = {(r['method'], r['multiple']): r for r in run()}
+  assert set(rows) == {('kd', 1), ('kd', 2), ('tgt_random', 1)}
+  one, two = rows['kd', 1], rows['kd', 2]
+  assert (one['steps'], two['steps']) == (3, 5)  # 0.05 and 0.1 epochs.
+  assert one['flops_per_step'] == two['flops_per_step'] > 0
+  assert two['train_flops'] == 5 * one['flops_per_step']
+  # The second run restored the first's teachers: the same teacher FLOPs.
+  assert one['teacher_flops'] == two['teacher_flops'] > 0
+  assert rows['tgt_random', 1]['flops_per_step'] > one['flops_per_step']
+  assert rows['tgt_random', 1]['teacher_flops'] > one['teacher_flops']
+  assert run() == list(rows.values())
+
+
+def test_compute_matches_tgt_with_the_cheapest_baseline_reaching_its_flops():
+  def row(method, multiple, flops):
+    return {'method': method, 'config_method': method, 'multiple': multiple,
+            'total_flops': flops}
+  rows = [row('kd', 1, 10.0), row('kd', 2, 20.0), row('kd', 5, 50.0),
+          row('onehot', 1, 1.0), row('tgt_gradient', 1, 15.0),
+          row('tgt_random', 1, None)]  # No count: no place to match.
+  pairs = compute_experiment.matched(rows, ['tgt_gradient', 'tgt_random'])
+  assert [(compute_experiment.row_name(t), compute_experiment.row_name(b))
+          for t, b in pairs] == [('tgt_gradient (1x)', 'kd (2x)'),
+                                 ('tgt_gradient (1x)', 'onehot (1x)')]
+
+
+def test_results_doc_reads_the_compute_experiment(tmp_path):
+  root = tmp_path / 'workdirs'
+  (root / 'compute').mkdir(parents=True)
+  (root / 'compute' / 'compute.json').write_text(json.dumps({'paired': [
+      {'model': 'tgt_gradient (1x)', 'against': 'kd (5x)', 'metric': 'few',
+       'difference': _difference(-0.02, -0.03, -0.01)}]}))
+  (root / 'compute' / 'compute.md').write_text('COMPUTE TABLE')
+  text = results_doc.build(str(root), str(tmp_path / 'results.md'))
+  assert 'COMPUTE TABLE' in text
+  assert ('- tgt_gradient (1x) vs kd (5x), few: -2.0 [-3.0, -1.0]: reversed '
+          '(significantly worse).') in text

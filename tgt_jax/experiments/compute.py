@@ -110,8 +110,10 @@ def rows(results: Mapping[str, Mapping[int, Mapping[str, Any]]],
       key = student_key(next(iter(per_seed.values())), method, config)
       reports = [per_seed[s][key] for s in sorted(per_seed)]
       records = [r['compute'] for r in reports]
-      row = {'method': key, 'multiple': multiples[variant],
-             'epochs': config.num_epochs}
+      # 'method': the student's results key (e.g. 'kd+logit_adjusted');
+      # 'config_method': its name in config.methods.
+      row = {'method': key, 'config_method': method,
+             'multiple': multiples[variant], 'epochs': config.num_epochs}
       for field in ('steps', 'flops_per_step', 'train_flops',
                     'teacher_flops', 'total_flops'):
         row[field] = _common([r[field] for r in records], f'{key} {field}')
@@ -125,8 +127,50 @@ def rows(results: Mapping[str, Mapping[int, Mapping[str, Any]]],
   return sorted(out, key=lambda row: (order[row['method']], row['multiple']))
 
 
+def matched(table_rows: Sequence[Mapping[str, Any]], tgt_methods: Sequence[str]
+            ) -> list[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+  """(TGT row, baseline row) pairs at comparable compute: for every TGT row
+  and every other method, that method's cheapest row with at least the TGT
+  row's total FLOPs, or its most expensive row if none reaches it."""
+  pairs = []
+  tgt_rows = [r for r in table_rows if r['config_method'] in tgt_methods and
+              r['total_flops'] is not None]
+  baselines = {}
+  for row in table_rows:
+    if (row['config_method'] not in tgt_methods and
+        row['total_flops'] is not None):
+      baselines.setdefault(row['method'], []).append(row)
+  for tgt in tgt_rows:
+    for points in baselines.values():
+      points = sorted(points, key=lambda r: r['total_flops'])
+      reaching = [r for r in points
+                  if r['total_flops'] >= tgt['total_flops']]
+      pairs.append((tgt, reaching[0] if reaching else points[-1]))
+  return pairs
+
+
+def row_name(row: Mapping[str, Any]) -> str:
+  return f'{row["method"]} ({row["multiple"]:g}x)'
+
+
+def paired(results: Mapping[str, Mapping[int, Mapping[str, Any]]],
+           pairs) -> list[dict[str, Any]]:
+  """Paired differences (seed_stats.RULE) of each matched pair, overall and
+  few-shot: the runs of the two rows share seeds and teachers."""
+  out = []
+  for tgt, baseline in pairs:
+    for metric in METRICS:
+      out.append({'model': row_name(tgt), 'against': row_name(baseline),
+                  'metric': metric, 'difference': grid.paired(
+                      results[variant_name(tgt['multiple'])], tgt['method'],
+                      baseline['method'], metric,
+                      results[variant_name(baseline['multiple'])])})
+  return out
+
+
 def table(table_rows: Sequence[Mapping[str, Any]], seeds: Sequence[int],
-          info: Mapping[str, str]) -> str:
+          info: Mapping[str, str],
+          differences: Sequence[Mapping[str, Any]] = ()) -> str:
   """Markdown: compute and accuracy of every (method, multiple)."""
   lines = [grid.header('Accuracy against training compute', info),
            'Test accuracy (%), mean ± std (ddof 1) over seeds '
@@ -148,6 +192,10 @@ def table(table_rows: Sequence[Mapping[str, Any]], seeds: Sequence[int],
              evaluation.flops_cell(row['total_flops']), wall_cell,
              *(seed_stats.mean_std_cell(row[m]) for m in METRICS)]
     lines.append(f'| {row["method"]} | ' + ' | '.join(cells) + ' |')
+  if differences:
+    lines += ['', 'Each TGT row against each other method\'s cheapest row '
+              'with at least its total FLOPs (or that method\'s most '
+              'expensive row).', *seed_stats.paired_table(differences)]
   return '\n'.join(lines) + '\n'
 
 
@@ -189,11 +237,14 @@ def run_experiment(base: ml_collections.ConfigDict, seeds: Sequence[int],
   results = grid.run_variants(configs, seeds, workdir, teacher_dir, train_fn)
   names = {variant_name(m): m for m in [*multiples, 1.0]}
   table_rows = rows(results, configs, names)
-  markdown = table(table_rows, seeds, info)
+  # A paired interval needs two seeds.
+  differences = (paired(results, matched(table_rows, tgt_methods))
+                 if len(seeds) > 1 else [])
+  markdown = table(table_rows, seeds, info, differences)
   payload = {**info, 'seeds': list(seeds), 'multiples': list(multiples),
              'methods': list(methods), 'tgt_methods': list(tgt_methods),
              'base_epochs': base.num_epochs, 'rows': table_rows,
-             'per_seed': results}
+             'paired': differences, 'per_seed': results}
   grid.write_outputs(workdir, NAME, payload, markdown)
   plot(table_rows, os.path.join(workdir, f'{NAME}.png'))
   return payload
@@ -208,7 +259,8 @@ def main(argv):
   payload = run_experiment(grid.base_config(), [int(s) for s in FLAGS.seeds],
                            FLAGS.workdir, FLAGS.teacher_dir, multiples,
                            FLAGS.methods, FLAGS.tgt_methods)
-  print(table(payload['rows'], payload['seeds'], payload))
+  print(table(payload['rows'], payload['seeds'], payload,
+              payload['paired']))
 
 
 if __name__ == '__main__':
