@@ -36,18 +36,26 @@ def _configured_method():
   return conftest.resolved(config)
 
 
+def _training_run(config, workdir):
+  """(a Run in `workdir`, the config's data, random frozen teachers): what
+  training builds a student from, without training the teachers."""
+  mesh = sharding.create_mesh()
+  dataset = loading.load_dataset(config)
+  teachers = sharding.put_replicated(teachers_lib.random_teachers(
+      config, dataset.num_classes, dataset.image_shape[-1]), mesh)
+  run = train.Run(config=config, workdir=str(workdir), mesh=mesh,
+                  writer=monitoring.create_writer('', enabled=False))
+  return run, dataset, teachers
+
+
 def test_a_configured_methods_benchmark_step_is_its_training_step(tmp_path):
   """kd with an embedding term and logit adjustment: the benchmark's
   student, built by `benchmark.method_setup` from training's variables, has
   training's key, loss terms, adjustment, initial state and step key, and
   its step computes bit for bit the state and metrics training's does."""
   config = _configured_method()
-  mesh = sharding.create_mesh()
-  dataset = loading.load_dataset(config)
-  teachers = sharding.put_replicated(teachers_lib.random_teachers(
-      config, dataset.num_classes, dataset.image_shape[-1]), mesh)
-  run = train.Run(config=config, workdir=str(tmp_path), mesh=mesh,
-                  writer=monitoring.create_writer('', enabled=False))
+  run, dataset, teachers = _training_run(config, tmp_path)
+  mesh = run.mesh
   batches = dataset.train_batches('student', config.batch_size,
                                   train.data_seed(config.seed, 'student'))
   trained = train.student_setup(run, dataset, teachers, 'kd', batches)
@@ -159,12 +167,7 @@ def test_the_benchmark_reports_the_flops_training_records(tmp_path):
   benchmark of the same config reports the same count for kd."""
   config = _configured_method()
   config.num_epochs = 0.05
-  mesh = sharding.create_mesh()
-  dataset = loading.load_dataset(config)
-  teachers = sharding.put_replicated(teachers_lib.random_teachers(
-      config, dataset.num_classes, dataset.image_shape[-1]), mesh)
-  run = train.Run(config=config, workdir=str(tmp_path), mesh=mesh,
-                  writer=monitoring.create_writer('', enabled=False))
+  run, dataset, teachers = _training_run(config, tmp_path)
   key, trained = train.train_student(run, dataset, teachers, 'kd')
   assert key == 'kd+logit_adjusted+emb_compressed'
   recorded = trained.compute
