@@ -12,10 +12,11 @@ Every stage (the labeler, the generator, each student) records
 
 A student's record adds `teacher_flops`, the `train_flops` of the teachers
 trained here that it depends on (`train.teachers_used`), and
-`total_flops`, its own plus theirs. The count is the step's whole program: in a TGT step it
-includes the frozen teachers' passes (the labeler's labels, the generator's
-decoding, the exploration's gradient through G, the labeler and the
-student), as in kd it includes the labeler's forward pass.
+`total_flops`, its own plus theirs. The count is the step's whole program:
+in a TGT step it includes the frozen teachers' passes (the labeler's
+labels, the generator's decoding, the exploration's gradient through G,
+the labeler and the student), as in kd it includes the labeler's forward
+pass.
 
 The record of a stage lives beside its checkpoints, in
 <stage>/compute.json: {"flops_per_step": float | null, "wall_s": {step:
