@@ -23,6 +23,9 @@ import orbax.checkpoint as ocp
 import pytest
 
 import conftest
+from tgt_jax import config_lib
+from tgt_jax import train
+from tgt_jax.data import loading
 
 pytestmark = pytest.mark.integration
 
@@ -75,6 +78,13 @@ def _final_state(stage_dir):
     manager.close()
 
 
+def _planned_steps():
+  """{stage: steps} of the tiny pipeline, in the order it trains them."""
+  import tiny_pipeline_config  # pylint: disable=g-import-not-at-top
+  config = config_lib.resolve(tiny_pipeline_config.get_config())
+  return train.plan(config, loading.load_dataset(config))
+
+
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
   root = tmp_path_factory.mktemp('crash')
@@ -82,10 +92,10 @@ def runs(tmp_path_factory):
   cache = str(root / 'compilation_cache')
   _main(reference, cache)
   rng = np.random.default_rng(7)
-  # (stage, step) of each kill: a random step before the stage's last.
-  kill_points = [('teacher_labeler', int(rng.integers(1, 17))),
-                 ('teacher_generator', int(rng.integers(1, 17))),
-                 ('tgt_gradient', int(rng.integers(1, 23)))]
+  # (stage, step) of each kill: a random step before the stage's last (the
+  # stages' lengths as the run plans them, not copied here).
+  kill_points = [(stage, int(rng.integers(1, steps)))
+                 for stage, steps in _planned_steps().items()]
   killed_after = [_main(killed, cache, kill_at=point)
                   for point in kill_points]
   _main(killed, cache)
