@@ -190,5 +190,14 @@ def tree_allclose(a, b, rtol: float = 0.0, atol: float = 0.0) -> bool:
       for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+def timeless(results: dict) -> dict:
+  """results.json without the wall times: the one value two runs of a
+  config cannot share (every other entry, FLOPs included, is exact)."""
+  return {name: ({**value, 'compute': {k: v for k, v in value['compute'].items()
+                                       if k != 'wall_s'}}
+                 if isinstance(value, dict) and 'compute' in value else value)
+          for name, value in results.items()}
+
+
 def host(tree):
   return jax.tree.map(np.asarray, jax.device_get(tree))

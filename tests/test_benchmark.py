@@ -13,6 +13,7 @@ import pytest
 import conftest
 from test_config_lib import load_config
 from tgt_jax import benchmark
+from tgt_jax import compute
 from tgt_jax import monitoring
 from tgt_jax import sharding
 from tgt_jax import student_setup
@@ -35,18 +36,26 @@ def _configured_method():
   return conftest.resolved(config)
 
 
+def _training_run(config, workdir):
+  """(a Run in `workdir`, the config's data, random frozen teachers): what
+  training builds a student from, without training the teachers."""
+  mesh = sharding.create_mesh()
+  dataset = loading.load_dataset(config)
+  teachers = sharding.put_replicated(teachers_lib.random_teachers(
+      config, dataset.num_classes, dataset.image_shape[-1]), mesh)
+  run = train.Run(config=config, workdir=str(workdir), mesh=mesh,
+                  writer=monitoring.create_writer('', enabled=False))
+  return run, dataset, teachers
+
+
 def test_a_configured_methods_benchmark_step_is_its_training_step(tmp_path):
   """kd with an embedding term and logit adjustment: the benchmark's
   student, built by `benchmark.method_setup` from training's variables, has
   training's key, loss terms, adjustment, initial state and step key, and
   its step computes bit for bit the state and metrics training's does."""
   config = _configured_method()
-  mesh = sharding.create_mesh()
-  dataset = loading.load_dataset(config)
-  teachers = sharding.put_replicated(teachers_lib.random_teachers(
-      config, dataset.num_classes, dataset.image_shape[-1]), mesh)
-  run = train.Run(config=config, workdir=str(tmp_path), mesh=mesh,
-                  writer=monitoring.create_writer('', enabled=False))
+  run, dataset, teachers = _training_run(config, tmp_path)
+  mesh = run.mesh
   batches = dataset.train_batches('student', config.batch_size,
                                   train.data_seed(config.seed, 'student'))
   trained = train.student_setup(run, dataset, teachers, 'kd', batches)
@@ -150,3 +159,23 @@ def test_fake_data_variant_keeps_the_paper_models():
     differs = {k for k, v in fake[section].items() if paper[section][k] != v}
     # Only the checkpoints to start from: none, for timing.
     assert differs <= {'pretrained_checkpoint', 'init_checkpoint'}, section
+
+
+@pytest.mark.integration  # A training stage and a benchmark: 17 s.
+def test_the_benchmark_reports_the_flops_training_records(tmp_path):
+  """The configured kd trains a few steps through the training loop, which
+  records XLA's FLOPs of its step in the stage's compute.json; the
+  benchmark of the same config reports the same count for kd."""
+  config = _configured_method()
+  config.num_epochs = 0.05
+  run, dataset, teachers = _training_run(config, tmp_path)
+  key, trained = train.train_student(run, dataset, teachers, 'kd')
+  assert key == 'kd+logit_adjusted+emb_compressed'
+  recorded = trained.compute
+  assert recorded['steps'] == 3 and recorded['flops_per_step'] > 0
+  assert recorded == compute.stage_compute(
+      str(tmp_path / 'students' / key), 3)
+  report = benchmark.run_benchmark(config, num_steps=1, warmup_steps=0,
+                                   gradient_steps=(), cached_latents=False)
+  assert list(report['methods']) == ['kd']
+  assert report['methods']['kd']['flops'] == recorded['flops_per_step']

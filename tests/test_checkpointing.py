@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from tgt_jax import checkpointing
+from tgt_jax import compute
 from tgt_jax import training_loop
 
 
@@ -182,7 +183,7 @@ def test_reading_while_the_writer_removes_old_checkpoints(tmp_path):
   rather than fail (before the fix about 3% of reads raised
   FileNotFoundError). Each read gets a complete checkpoint, of its step."""
   directory = str(tmp_path)
-  saves = 120
+  saves = 60
   def write():
     manager = checkpointing.create_manager(directory, max_to_keep=1)
     for step in range(1, saves + 1):
@@ -203,4 +204,60 @@ def test_reading_while_the_writer_removes_old_checkpoints(tmp_path):
       assert all(1 <= s <= saves for s in steps)
   finally:
     writer.join()
-  assert len(reads) > 20 and reads == sorted(reads)
+  assert len(reads) > 10 and reads == sorted(reads)
+
+
+def test_wall_time_and_flops_are_exact_across_a_resume(tmp_path,
+                                                       monkeypatch):
+  """Every step takes one second of a fake clock. A run killed after its
+  fifth step (checkpoint at 4) and resumed records the six seconds an
+  uninterrupted run does: the killed step is redone, not counted twice;
+  the FLOPs are counted once, on the first batch, off the clock."""
+  now = [0.0]
+  monkeypatch.setattr(training_loop.time, 'perf_counter', lambda: now[0])
+  counted = []
+
+  def count_flops(state, batch):
+    counted.append(batch)
+    now[0] += 100.0  # Counting is slow, and not training.
+    return 42.0
+
+  def run(directory, kill_after=None):
+    def step_fn(state, step):
+      now[0] += 1.0
+      if step == kill_after:
+        raise KeyboardInterrupt  # As a kill: no checkpoint of this step.
+      return _add_one(state, step)
+    return training_loop.run(
+        name='toy', directory=str(directory), state={'w': jnp.zeros(3)},
+        step_fn=step_fn, batch_for_step=lambda step: step, num_steps=6,
+        writer=metric_writers.create_default_writer(None, just_logging=True),
+        log_every=1, checkpoint_every=2, flops_fn=count_flops)
+
+  run(tmp_path / 'whole')
+  with pytest.raises(KeyboardInterrupt):
+    run(tmp_path / 'killed', kill_after=4)
+  assert compute.read(str(tmp_path / 'killed'))['wall_s'] == {'2': 2.0,
+                                                              '4': 4.0}
+  run(tmp_path / 'killed')
+  for name in ('whole', 'killed'):
+    assert compute.stage_compute(str(tmp_path / name), 6) == {
+        'flops_per_step': 42.0, 'steps': 6, 'train_flops': 252.0,
+        'wall_s': 6.0}
+  assert counted == [0, 0]  # Once per stage, on its first batch.
+  # Every checkpoint a resume could start from has its seconds; the record
+  # drops those of deleted checkpoints (one save late), so it stays small.
+  wall = compute.read(str(tmp_path / 'whole'))['wall_s']
+  manager = checkpointing.create_manager(str(tmp_path / 'whole'))
+  assert {str(s) for s in manager.all_steps()} == {'4', '6'} <= set(wall)
+  manager.close()
+  assert len(wall) == 3
+
+
+def test_a_resume_from_an_untimed_checkpoint_records_no_wall_time(tmp_path):
+  """A stage trained before its time was recorded: its wall time is
+  unknown (None), not the part this process saw."""
+  _run(tmp_path, _add_one, 2)
+  (tmp_path / compute.COMPUTE_FILE).unlink()
+  _run(tmp_path, _add_one, 3)
+  assert compute.stage_compute(str(tmp_path), 3)['wall_s'] is None

@@ -10,7 +10,10 @@ import os
 import numpy as np
 import pytest
 
+from tgt_jax import compute
+from tgt_jax import train
 from tgt_jax.data import dataset as dataset_lib
+from tgt_jax.experiments import compute as compute_experiment
 from tgt_jax.experiments import exploration_sweep
 from tgt_jax.experiments import grid
 from tgt_jax.experiments import long_tail_table
@@ -319,3 +322,143 @@ def test_holm_and_paired_p_values_match_their_formulas():
   assert seed_stats.paired_p_value([1, 1], [1, 1]) == 1.0
   assert seed_stats.holm([0.01, 0.04, 0.03, 0.2]) == pytest.approx(
       [0.04, 0.09, 0.09, 0.2])
+
+
+# FLOPs of one step of each method, and of each teacher's training, in the
+# fake runs below.
+_STEP_FLOPS = {'onehot': 1e6, 'kd': 3e6, 'kd_mixup': 3e6, 'tgt_random': 7e6,
+               'tgt_gradient': 2e7}
+_TEACHER_FLOPS = {'teacher_labeler': 5e9, 'teacher_generator': 4e10}
+_STUDENT_IMAGES = 330  # The demo's long-tail subset.
+
+
+def _fake_compute_run(config, workdir):
+  """What a run records, with a fixed FLOP count per method: each student's
+  steps follow from its epochs, as in training, and the teachers' FLOPs
+  are added by the functions training adds them with."""
+  for stage in grid.TEACHER_STAGES:
+    os.makedirs(os.path.join(workdir, stage), exist_ok=True)
+  steps = dataset_lib.steps_for_epochs(_STUDENT_IMAGES, config.batch_size,
+                                       config.num_epochs)
+  results = {'teacher_labeler': _report(0.99)}
+  for method in config.methods:
+    record = {'flops_per_step': _STEP_FLOPS[method], 'steps': steps,
+              'train_flops': _STEP_FLOPS[method] * steps,
+              'wall_s': 1e-3 * steps + config.seed}
+    accuracy = 0.5 + 0.01 * config.seed + 1e-4 * steps
+    results[method] = {**_report(accuracy, few=accuracy / 2),
+                       'compute': compute.with_teachers(record, [
+                           {'train_flops': _TEACHER_FLOPS[t]}
+                           for t in train.teachers_used(method, config)])}
+  return results
+
+
+def test_compute_experiment_scales_the_epochs_and_tabulates_every_row(
+    tmp_path):
+  base = _demo()
+  payload = compute_experiment.run_experiment(
+      base, [0, 1], str(tmp_path), None, multiples=[1.0, 2.0, 5.0],
+      methods=['onehot', 'kd', 'kd_mixup'],
+      tgt_methods=['tgt_random', 'tgt_gradient'], train_fn=_fake_compute_run)
+  with open(tmp_path / 'compute.json') as f:
+    saved = json.load(f)
+  assert saved['rows'] == payload['rows']
+  assert [(r['method'], r['multiple']) for r in saved['rows']] == [
+      (m, x) for m in ('onehot', 'kd', 'kd_mixup') for x in (1, 2, 5)] + [
+          ('tgt_random', 1), ('tgt_gradient', 1)]
+  assert set(saved['per_seed']) == {'x1', 'x2', 'x5'}
+  rows = {(r['method'], r['multiple']): r for r in saved['rows']}
+  one = dataset_lib.steps_for_epochs(_STUDENT_IMAGES, 64, 150)
+  for method in ('onehot', 'kd', 'kd_mixup'):
+    for multiple in (1, 2, 5):
+      row = rows[method, multiple]
+      assert row['epochs'] == 150 * multiple
+      assert row['steps'] == dataset_lib.steps_for_epochs(
+          _STUDENT_IMAGES, 64, 150 * multiple)
+      # Train FLOPs grow with the multiple (to the step's rounding).
+      assert row['train_flops'] == pytest.approx(
+          multiple * rows[method, 1]['train_flops'], rel=2 / one)
+      assert row['train_flops'] == _STEP_FLOPS[method] * row['steps']
+  assert rows['onehot', 2]['total_flops'] == rows['onehot', 2]['train_flops']
+  assert rows['kd', 5]['total_flops'] == (rows['kd', 5]['train_flops'] +
+                                          _TEACHER_FLOPS['teacher_labeler'])
+  assert rows['tgt_gradient', 1]['teacher_flops'] == sum(
+      _TEACHER_FLOPS.values())
+  # Mean and sample std over the two seeds.
+  assert rows['kd', 1]['overall']['mean'] == pytest.approx(
+      0.505 + 1e-4 * one)
+  assert rows['kd', 1]['overall']['std'] == pytest.approx(
+      0.01 / np.sqrt(2))
+  assert rows['kd', 1]['wall_s']['mean'] == pytest.approx(1e-3 * one + 0.5)
+  # Each TGT row against each baseline's cheapest row of at least its
+  # total FLOPs, paired over the seeds: here no baseline reaches a TGT
+  # row's (its generator alone costs 4e10), so each one's 5x row.
+  against = {(p['model'], p['against']) for p in saved['paired']}
+  assert against == {(f'{t} (1x)', f'{b} (5x)')
+                     for t in ('tgt_random', 'tgt_gradient')
+                     for b in ('onehot', 'kd', 'kd_mixup')}
+  difference = next(p['difference'] for p in saved['paired']
+                    if p['model'] == 'tgt_random (1x)' and p['metric'] ==
+                    'overall' and p['against'] == 'kd (5x)')
+  assert difference['mean'] == pytest.approx(
+      1e-4 * (one - rows['kd', 5]['steps']))
+  table = (tmp_path / 'compute.md').read_text()
+  two = rows['kd', 2]['steps']
+  assert (f'| kd | 300 (2x) | {two} | {3e6 * two:.3g} | '
+          f'{3e6 * two + 5e9:.3g} | ') in table
+  assert os.path.getsize(tmp_path / 'compute.png') > 1000
+
+
+@pytest.mark.integration
+def test_compute_experiment_on_a_tiny_config(tmp_path):
+  """Real tiny runs: kd at 1x and 2x and tgt_random at 1x, one seed. The
+  step's FLOPs are the same at every multiple, so the train FLOPs scale
+  with the steps; rerun, the experiment trains nothing again and writes
+  the same rows (wall times included: they are read back, not re-timed)."""
+  import conftest  # pylint: disable=g-import-not-at-top
+  base = conftest.tiny_config()
+  base.num_epochs = base.teacher_labeler.num_epochs = 0.05
+  base.teacher_generator.num_epochs = 0.05
+
+  def run():
+    return compute_experiment.run_experiment(
+        base, [0], str(tmp_path), None, multiples=[1.0, 2.0],
+        methods=['kd'], tgt_methods=['tgt_random'])['rows']
+
+  rows = {(r['method'], r['multiple']): r for r in run()}
+  assert set(rows) == {('kd', 1), ('kd', 2), ('tgt_random', 1)}
+  one, two = rows['kd', 1], rows['kd', 2]
+  assert (one['steps'], two['steps']) == (3, 5)  # 0.05 and 0.1 epochs.
+  assert one['flops_per_step'] == two['flops_per_step'] > 0
+  assert two['train_flops'] == 5 * one['flops_per_step']
+  # The second run restored the first's teachers: the same teacher FLOPs.
+  assert one['teacher_flops'] == two['teacher_flops'] > 0
+  assert rows['tgt_random', 1]['flops_per_step'] > one['flops_per_step']
+  assert rows['tgt_random', 1]['teacher_flops'] > one['teacher_flops']
+  assert run() == list(rows.values())
+
+
+def test_compute_matches_tgt_with_the_cheapest_baseline_reaching_its_flops():
+  def row(method, multiple, flops):
+    return {'method': method, 'config_method': method, 'multiple': multiple,
+            'total_flops': flops}
+  rows = [row('kd', 1, 10.0), row('kd', 2, 20.0), row('kd', 5, 50.0),
+          row('onehot', 1, 1.0), row('tgt_gradient', 1, 15.0),
+          row('tgt_random', 1, None)]  # No count: no place to match.
+  pairs = compute_experiment.matched(rows, ['tgt_gradient', 'tgt_random'])
+  assert [(compute_experiment.row_name(t), compute_experiment.row_name(b))
+          for t, b in pairs] == [('tgt_gradient (1x)', 'kd (2x)'),
+                                 ('tgt_gradient (1x)', 'onehot (1x)')]
+
+
+def test_results_doc_reads_the_compute_experiment(tmp_path):
+  root = tmp_path / 'workdirs'
+  (root / 'compute').mkdir(parents=True)
+  (root / 'compute' / 'compute.json').write_text(json.dumps({'paired': [
+      {'model': 'tgt_gradient (1x)', 'against': 'kd (5x)', 'metric': 'few',
+       'difference': _difference(-0.02, -0.03, -0.01)}]}))
+  (root / 'compute' / 'compute.md').write_text('COMPUTE TABLE')
+  text = results_doc.build(str(root), str(tmp_path / 'results.md'))
+  assert 'COMPUTE TABLE' in text
+  assert ('- tgt_gradient (1x) vs kd (5x), few: -2.0 [-3.0, -1.0]: reversed '
+          '(significantly worse).') in text

@@ -22,7 +22,7 @@ LAYERS = [
     # 1: config, networks, data, checkpoints.
     ['config_lib', 'models.classifier', 'models.build', 'checkpointing',
      'data.dataset', 'data.streaming', 'data.tfds_pipelines', 'data.loading',
-     'run_guard', 'training_loop'],
+     'run_guard', 'compute', 'training_loop'],
     # 2: what a step and a stage are made of.
     ['teachers', 'methods', 'embedding_distill', 'evaluation', 'monitoring',
      'generator_training', 'pretrained'],
@@ -37,7 +37,7 @@ LAYERS = [
      'experiments.long_tail_table', 'experiments.sample_size',
      'experiments.exploration_sweep', 'experiments.embedding_ablation',
      'experiments.selection_rule', 'experiments.tuning',
-     'experiments.results_doc'],
+     'experiments.compute', 'experiments.results_doc'],
 ]
 LAYER = {module: i for i, modules in enumerate(LAYERS) for module in modules}
 PACKAGE = os.path.join(conftest.REPO, 'tgt_jax')

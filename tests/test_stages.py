@@ -80,6 +80,7 @@ def test_labeler_fine_tunes_from_a_converted_classifier(tmp_path):
                                             fresh)
 
 
+@pytest.mark.integration  # A whole pipeline: 23 s.
 def test_kd_mixup_trains_through_the_pipeline(tmp_path):
   """kd_mixup is a method like any other: a student, its checkpoint and
   its results under its own name; no generator is trained for it."""
@@ -92,6 +93,21 @@ def test_kd_mixup_trains_through_the_pipeline(tmp_path):
   assert results['kd_mixup']['step'] > 0
   assert (tmp_path / 'students' / 'kd_mixup').is_dir()
   assert not (tmp_path / 'teacher_generator').exists()
+  # Its training compute: XLA's count times its steps, the labeler's (the
+  # one teacher it reads) added.
+  labeler, student = (results[k]['compute']
+                      for k in ('teacher_labeler', 'kd_mixup'))
+  for record in (labeler, student):
+    assert record['flops_per_step'] > 0 and record['wall_s'] > 0
+    assert record['train_flops'] == record['flops_per_step'] * record['steps']
+  dataset = loading.load_dataset(config_lib.resolve(config))
+  assert student['steps'] == train.num_steps_and_epoch(
+      dataset, 'student', config)[0]
+  assert student['teacher_flops'] == labeler['train_flops']
+  assert student['total_flops'] == (student['train_flops'] +
+                                    labeler['train_flops'])
+  assert '| kd_mixup | ' in (tmp_path / 'results.md').read_text().split(
+      'Training compute')[1]
 
 
 @pytest.mark.integration

@@ -11,8 +11,8 @@ its jitted train step, then measures, in one process:
 - step time (median and 10th-90th percentile over `--steps` steps after
   warm-up) and real images per second;
 - FLOPs per step from XLA's cost analysis of the lowered step (before the
-  device's own passes, so GPU convolutions count too), and the achieved
-  FLOP/s;
+  device's own passes, so GPU convolutions count too; `compute.step_flops`,
+  the count training records in results.json), and the achieved FLOP/s;
 - the device's peak, measured here by a large jitted matrix product in the
   config's dtype, and the achieved fraction of it;
 - compile time, the compiled step's memory analysis, the process's peak RSS;
@@ -28,7 +28,7 @@ import json
 import resource
 import sys
 import time
-from typing import Any, Callable
+from typing import Any
 
 from absl import app
 from absl import flags
@@ -37,6 +37,7 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
+from tgt_jax import compute
 from tgt_jax import config_lib
 from tgt_jax import sharding
 from tgt_jax import student_setup
@@ -119,21 +120,6 @@ def method_setup(config, name: str, data: student_setup.StudentData,
                               variables=variables)
 
 
-def step_flops(raw_step: Callable, *args) -> float:
-  """FLOPs of one step from XLA's cost analysis of the program lowered for
-  the CPU, before any device pass: the count depends on the program, not
-  the device, and on GPUs the compiled program's convolutions are cuDNN
-  calls that its own cost analysis leaves out (and the GPU client has no
-  analysis of the lowered program)."""
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                          args)
-  with jax.default_device(jax.devices('cpu')[0]):
-    analysis = jax.jit(raw_step).lower(*abstract).cost_analysis()
-  if isinstance(analysis, (list, tuple)):  # Older JAX: one dict per program.
-    analysis = analysis[0]
-  return float(analysis.get('flops', 0.0))
-
-
 def _memory_bytes(compiled) -> int:
   """Device bytes the compiled step holds: arguments, outputs, temporaries."""
   stats = compiled.memory_analysis()
@@ -143,32 +129,32 @@ def _memory_bytes(compiled) -> int:
              stats.temp_size_in_bytes - stats.alias_size_in_bytes)
 
 
-def benchmark_method(step: Callable, raw_step: Callable, state, teachers,
-                     batches, rng, num_steps: int,
+def benchmark_method(step: compute.Step, state, batches, num_steps: int,
                      warmup_steps: int) -> dict[str, float]:
-  """Compiles, warms up and times one jitted step (`raw_step` unjitted);
-  checks that it never compiles again."""
+  """Compiles, warms up and times one step as training calls it (its FLOPs
+  are those training records); checks that it never compiles again."""
   start = time.perf_counter()
-  state, metrics = step(state, teachers, batches[0], rng)
+  state, metrics = step(state, batches[0])
   jax.block_until_ready(metrics)
   first_call_s = time.perf_counter() - start
-  flops = step_flops(raw_step, state, teachers, batches[0], rng)
+  flops = step.flops(state, batches[0])
   # Memory of the executable the call above compiled (lowering and
   # compiling again hit JAX's caches).
-  peak_bytes = _memory_bytes(
-      step.lower(state, teachers, batches[0], rng).compile())
+  peak_bytes = _memory_bytes(step.jitted.lower(
+      state, *step.before, batches[0], *step.after).compile())
   for i in range(warmup_steps):
-    state, metrics = step(state, teachers, batches[i % len(batches)], rng)
+    state, metrics = step(state, batches[i % len(batches)])
   jax.block_until_ready(metrics)
   times = []
   for i in range(num_steps):
     begin = time.perf_counter()
-    state, metrics = step(state, teachers, batches[i % len(batches)], rng)
+    state, metrics = step(state, batches[i % len(batches)])
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - begin)
-  if step._cache_size() != 1:  # pylint: disable=protected-access
+  compiled = step.jitted._cache_size()  # pylint: disable=protected-access
+  if compiled != 1:
     raise RecompilationError(
-        f'The step was compiled {step._cache_size()} times; something in its '  # pylint: disable=protected-access
+        f'The step was compiled {compiled} times; something in its '
         'arguments (shape, dtype, sharding, a Python value) changes per step.')
   times = np.asarray(times)
   compile_s = max(0.0, first_call_s - float(np.median(times)))
@@ -282,16 +268,15 @@ def run_benchmark(config, num_steps: int, warmup_steps: int,
   for name in names:
     setup = method_setup(config, name, data, teachers, mesh, variables)
     result = benchmark_method(
-        setup.step, setup.train_step, setup.state,
-        cached if name.endswith(CACHED) else teachers, batches,
-        setup.step_rng, num_steps, warmup_steps)
+        setup.stage_step(cached if name.endswith(CACHED) else teachers),
+        setup.state, batches, num_steps, warmup_steps)
     result['images_per_s'] = config.batch_size / (result['step_ms'] / 1e3)
     results[name] = result
 
   peak_flops = measure_peak_flops(build.compute_dtype(config))
   for result in results.values():
-    result['flops_fraction'] = result['flops'] / (
-        result['step_ms'] / 1e3) / peak_flops
+    result['flops_fraction'] = None if result['flops'] is None else (
+        result['flops'] / (result['step_ms'] / 1e3) / peak_flops)
   return {
       **report, 'peak_flops': peak_flops, 'methods': results,
       'process_peak_rss_bytes': resource.getrusage(
@@ -299,7 +284,9 @@ def run_benchmark(config, num_steps: int, warmup_steps: int,
   }
 
 
-def _gflop(flops: float) -> str:
+def _gflop(flops: float | None) -> str:
+  if flops is None:  # XLA gave no count.
+    return '-'
   gflop = flops / 1e9
   return f'{gflop:,.0f}' if gflop >= 100 else f'{gflop:.3f}'
 
@@ -320,12 +307,15 @@ def table(report: dict[str, Any]) -> str:
   kd = methods.get('kd')
   for name, r in methods.items():
     ratio_t = r['step_ms'] / kd['step_ms'] if kd else float('nan')
-    ratio_f = r['flops'] / kd['flops'] if kd and kd['flops'] else float('nan')
+    ratio_f = (r['flops'] / kd['flops'] if kd and kd['flops'] and r['flops']
+               else float('nan'))
+    fraction = (float('nan') if r['flops_fraction'] is None else
+                r['flops_fraction'])
     lines.append(
         f'{name:<28}{r["step_ms"]:>9.2f}'
         f'{r["step_ms_p10"]:>9.2f}-{r["step_ms_p90"]:<7.2f}'
         f'{r["images_per_s"]:>8.0f}{_gflop(r["flops"]):>10}'
-        f'{100 * r["flops_fraction"]:>8.1f}{r["compile_s"]:>10.1f}'
+        f'{100 * fraction:>8.1f}{r["compile_s"]:>10.1f}'
         f'{r["peak_bytes"] / 2**20:>9.0f}{ratio_t:>8.2f}{ratio_f:>8.2f}')
   return '\n'.join(lines)
 

@@ -95,4 +95,32 @@ def results_table(results: Mapping[str, Any]) -> str:
     lines.append('')
     lines.append('Reconstruction agreement (labeler on G(E(x)) vs. label of '
                  f'x): {100 * results["reconstruction_agreement"]:.1f}%')
-  return '\n'.join(lines) + '\n'
+  return '\n'.join(lines + compute_table(results)) + '\n'
+
+
+def flops_cell(flops: float | None) -> str:
+  """FLOPs in engineering notation ('1.23e+12'); '-' when XLA gave none."""
+  return '-' if flops is None else f'{flops:.3g}'
+
+
+def compute_table(results: Mapping[str, Any]) -> list[str]:
+  """Markdown lines: the training compute of every stage that records it
+  (README, "Outputs", says what is counted); [] if none does."""
+  rows = [(name, value['compute']) for name, value in results.items()
+          if isinstance(value, Mapping) and value.get('compute')]
+  if not rows:
+    return []
+  lines = ['', 'Training compute (FLOPs: XLA\'s count of the step times the '
+           'steps; teacher FLOPs: the teachers trained here that the model '
+           'depends on).', '',
+           '| model | FLOPs/step | steps | train FLOPs | teacher FLOPs | '
+           'total FLOPs | wall s |', '| --- |' + ' --- |' * 6]
+  for name, record in rows:
+    wall = record.get('wall_s')
+    cells = [flops_cell(record['flops_per_step']), str(record['steps']),
+             flops_cell(record['train_flops']),
+             flops_cell(record.get('teacher_flops')),
+             flops_cell(record.get('total_flops', record['train_flops'])),
+             '-' if wall is None else f'{wall:.1f}']
+    lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+  return lines

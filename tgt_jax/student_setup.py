@@ -16,6 +16,7 @@ import jax
 import ml_collections
 import optax
 
+from tgt_jax import compute
 from tgt_jax import methods
 from tgt_jax import sharding
 from tgt_jax import teachers as teachers_lib
@@ -80,6 +81,13 @@ class StudentSetup:
   train_step: train_steps.StepFn
   step: train_steps.StepFn
   step_rng: jax.Array
+
+  def stage_step(self, teachers) -> compute.Step:
+    """The step as the training loop calls it, `(state, batch)`, with the
+    frozen `teachers` and the step key; its `flops` are what training
+    records and the benchmark reports."""
+    return compute.Step(self.step, self.train_step, before=(teachers,),
+                        after=(self.step_rng,))
 
 
 def loss_setup(config: ml_collections.ConfigDict, data: StudentData

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from tgt_jax import compute
 from tgt_jax import config_lib
 from tgt_jax import embedding_distill
 from tgt_jax import errors as errors_lib
@@ -86,13 +87,39 @@ def data_seed(seed: int, role: str) -> int:
 # ---------------------------------------------------------------------------
 
 
+def _term_teacher(config: ml_collections.ConfigDict) -> str | None:
+  """The teacher stage the config's embedding term reads (the encoder is
+  the generator stage's), or None without one."""
+  embedding = config.embedding_distill
+  if embedding.mode == 'none':
+    return None
+  return 'teacher_generator' if embedding.source == 'encoder' else (
+      'teacher_labeler')
+
+
 def needs_generator(config: ml_collections.ConfigDict) -> bool:
   """Whether a run needs BigBiGAN: a method generates, or a loss term uses
   the encoder's embedding."""
   known = [m for m in config.methods if m in methods.METHODS]
   return bool(methods.generating(known)) or (
-      config.embedding_distill.mode != 'none' and
-      config.embedding_distill.source == 'encoder')
+      _term_teacher(config) == 'teacher_generator')
+
+
+def teachers_used(method: str, config: ml_collections.ConfigDict
+                  ) -> tuple[str, ...]:
+  """The teacher stages a student of `method` depends on, whose training
+  compute its result counts: the labeler when it reads the labeler's
+  outputs (soft targets, exploration, or a loss term on its embedding), the
+  generator when it explores or a loss term reads the encoder. onehot
+  alone depends on none."""
+  used = methods.get(method)
+  term = _term_teacher(config)
+  stages = []
+  if used.uses_labeler or term == 'teacher_labeler':
+    stages.append('teacher_labeler')
+  if used.uses_generator or term == 'teacher_generator':
+    stages.append('teacher_generator')
+  return tuple(stages)
 
 
 def config_errors(config: ml_collections.ConfigDict, mesh) -> list[str]:
@@ -217,10 +244,12 @@ class Stage:
 @dataclasses.dataclass(frozen=True)
 class Trained:
   """A trained classifier (student or labeler): its model and its state,
-  and which checkpoint that is ({'checkpoint': 'best'|'last', 'step'})."""
+  which checkpoint that is ({'checkpoint': 'best'|'last', 'step'}) and
+  the compute its training used (`compute.stage_compute`)."""
   classifier: classifier_lib.Classifier
   state: train_steps.TrainState
   chosen: dict[str, Any] = dataclasses.field(default_factory=dict)
+  compute: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   @property
   def variables(self) -> dict[str, Any]:
@@ -238,23 +267,25 @@ def num_steps_and_epoch(dataset: dataset_lib.Dataset, subset: str,
           examples / recipe.batch_size)
 
 
-def fit(run: Run, stage: Stage, state, step_fn: Callable,
+def fit(run: Run, stage: Stage, state, step: compute.Step,
         batch_fn: Callable[[int], Any],
         validate: Callable[[Any], dict] | None = None
-        ) -> tuple[Any, dict[str, Any]]:
+        ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
   """Trains (or resumes, or in a read-only run restores) a stage.
 
   `validate(state) -> {'overall', ...}` on the validation split, every
   `eval_every_steps` and at the end; the best state by it is kept beside the
-  last. Returns the state `config.report_checkpoint` names and which one it
-  is: {'checkpoint': 'best' | 'last', 'step': n}.
+  last. Returns the state `config.report_checkpoint` names, which one it
+  is ({'checkpoint': 'best' | 'last', 'step': n}) and the stage's training
+  compute (`compute.stage_compute`).
   """
   if run.read_only:
-    last, step = training_loop.restore(stage.directory, state, 'last')
+    last, last_step = training_loop.restore(stage.directory, state, 'last')
     if last is None:
       raise FileNotFoundError(f'{stage.directory} holds no checkpoint of '
                               f'{stage.name}.')
-    return _choose(run, stage, last, step)
+    return (*_choose(run, stage, last, last_step),
+            compute.stage_compute(stage.directory, stage.num_steps))
   if stage.reused and not training_loop.is_stage_complete(stage.directory,
                                                           stage.num_steps):
     # Training on would change someone else's teacher.
@@ -267,15 +298,17 @@ def fit(run: Run, stage: Stage, state, step_fn: Callable,
                         stage.reused, write=jax.process_index() == 0)
   last = training_loop.run(
       name=stage.name, directory=stage.directory, state=state,
-      step_fn=step_fn,
+      step_fn=step,
       batch_for_step=lambda i: sharding.put_batch(batch_fn(i), run.mesh),
       num_steps=stage.num_steps, writer=run.writer,
       log_every=run.config.log_every_steps,
       checkpoint_every=run.config.checkpoint_every_steps,
       keep_checkpoints=run.config.keep_checkpoints,
       evaluate=validate if not stage.reused else None,
-      eval_every=run.config.eval_every_steps, progress=run.progress)
-  return _choose(run, stage, last, stage.num_steps)
+      eval_every=run.config.eval_every_steps, progress=run.progress,
+      flops_fn=step.flops)
+  return (*_choose(run, stage, last, stage.num_steps),
+          compute.stage_compute(stage.directory, stage.num_steps))
 
 
 def _choose(run: Run, stage: Stage, last, last_step: int):
@@ -318,25 +351,28 @@ def train_labeler(run: Run, dataset: dataset_lib.Dataset) -> Trained:
         cfg.init_checkpoint, cfg, variables)
   state = sharding.put_replicated(
       train_steps.create_train_state(variables, tx), run.mesh)
-  step = train_steps.jit_train_step('onehot', classifier, tx, run.config,
-                                    run.mesh)
-  step_rng = jax.random.fold_in(rng, 1)
-  state, chosen = fit(
+  raw_step = train_steps.make_train_step('onehot', classifier, tx, run.config)
+  step = compute.Step(train_steps.jit_step(raw_step, run.mesh), raw_step,
+                      before=(None,), after=(jax.random.fold_in(rng, 1),))
+  state, chosen, record = fit(
       run, teacher_stage(run, dataset, 'teacher_labeler', num_steps), state,
-      lambda s, b: step(s, None, b, step_rng),
-      dataset.train_batches('teacher', cfg.batch_size,
-                            data_seed(run.config.seed, 'teacher_labeler')),
+      step, dataset.train_batches('teacher', cfg.batch_size,
+                                  data_seed(run.config.seed,
+                                            'teacher_labeler')),
       _validator(run, dataset, classifier))
-  return Trained(classifier, state, chosen)
+  return Trained(classifier, state, chosen, record)
 
 
 def train_generator(run: Run, dataset: dataset_lib.Dataset,
-                    labeler: Trained) -> teachers_lib.Teachers:
+                    labeler: Trained
+                    ) -> tuple[teachers_lib.Teachers, dict[str, Any] | None]:
   """Stage 2: BigBiGAN's frozen E and G, with the labeler, as teachers.
 
   Converted from TF-Hub when `teacher_generator.pretrained_checkpoint` is
   set (the paper's teacher), else trained here on images alone (the demo's),
   validated by the labeler's accuracy on G(E(x)) of validation images.
+  Returns the teachers and the generator's training compute (None when
+  converted: its training was not done here).
   """
   cfg = run.config.teacher_generator
   frozen = teachers_lib.Teachers(labeler_network=labeler.classifier,
@@ -354,26 +390,28 @@ def train_generator(run: Run, dataset: dataset_lib.Dataset,
     variables = None
   frozen = frozen.replace(encoder_network=modules['encoder'],
                           generator_network=modules['generator'])
+  record = None
   if variables is None:
-    variables, chosen = _train_generator(run, dataset, frozen)
-    run.record('teacher_generator', chosen)
+    variables, chosen, record = _train_generator(run, dataset, frozen)
+    run.record('teacher_generator', {**chosen, 'compute': record})
   return frozen.replace(
       encoder=sharding.put_replicated(variables['encoder'], run.mesh),
-      generator=sharding.put_replicated(variables['generator'], run.mesh))
+      generator=sharding.put_replicated(variables['generator'], run.mesh)
+  ), record
 
 
 def _train_generator(run: Run, dataset: dataset_lib.Dataset,
                      frozen: teachers_lib.Teachers):
-  """The demo's BigBiGAN training: (frozen E and G variables, chosen)."""
+  """The demo's BigBiGAN training: (frozen E and G variables, chosen,
+  compute)."""
   cfg = run.config.teacher_generator
   modules = generator_training.create_modules(cfg)
   rng = init_key(run.config.seed, 'teacher_generator')
   state = sharding.put_replicated(
       generator_training.create_state(modules, cfg, rng), run.mesh)
-  replicated = sharding.replicated(run.mesh)
-  step = jax.jit(generator_training.make_train_step(modules, cfg),
-                 out_shardings=(replicated, replicated), donate_argnums=0)
-  step_rng = jax.random.fold_in(rng, 1)
+  raw_step = generator_training.make_train_step(modules, cfg)
+  step = compute.Step(train_steps.jit_step(raw_step, run.mesh), raw_step,
+                      after=(jax.random.fold_in(rng, 1),))
   num_steps, _ = num_steps_and_epoch(dataset, 'teacher', cfg)
   # Unaugmented, and the labels stay on the host: G learns the images.
   batches = dataset.train_batches(
@@ -387,12 +425,11 @@ def _train_generator(run: Run, dataset: dataset_lib.Dataset,
     return {'overall': reconstruction_agreement(run, dataset, teachers,
                                                 'val')}
 
-  state, chosen = fit(run, teacher_stage(run, dataset, 'teacher_generator',
-                                          num_steps),
-                      state, lambda s, b: step(s, b, step_rng),
-                      lambda i: {'image': batches(i)['image']},
-                      validate if dataset.has_split('val') else None)
-  return generator_training.frozen_teacher_variables(state), chosen
+  state, chosen, record = fit(
+      run, teacher_stage(run, dataset, 'teacher_generator', num_steps),
+      state, step, lambda i: {'image': batches(i)['image']},
+      validate if dataset.has_split('val') else None)
+  return generator_training.frozen_teacher_variables(state), chosen, record
 
 
 def caches_latents(config: ml_collections.ConfigDict,
@@ -456,11 +493,10 @@ def train_student(run: Run, dataset: dataset_lib.Dataset,
                 directory=os.path.join(run.workdir, 'students', setup.key),
                 fingerprint=run_guard.run_fingerprint(config),
                 num_steps=setup.num_steps)
-  state, chosen = fit(
-      run, stage, setup.state,
-      lambda s, b: setup.step(s, teachers, b, setup.step_rng), batches,
-      _validator(run, dataset, setup.classifier))
-  return setup.key, Trained(setup.classifier, state, chosen)
+  state, chosen, record = fit(run, stage, setup.state,
+                              setup.stage_step(teachers), batches,
+                              _validator(run, dataset, setup.classifier))
+  return setup.key, Trained(setup.classifier, state, chosen, record)
 
 
 # ---------------------------------------------------------------------------
@@ -511,10 +547,10 @@ def accuracy_fn(run: Run, dataset: dataset_lib.Dataset,
 def evaluate(run: Run, dataset: dataset_lib.Dataset, model: Trained,
              split: str | None = None) -> dict:
   """Accuracy report of a classifier on `split` (default: the config's
-  eval_split), with the checkpoint it came from."""
+  eval_split), with the checkpoint it came from and its training compute."""
   report = accuracy_fn(run, dataset, model.classifier, split)(
       model.variables)
-  return {**report, **model.chosen}
+  return {**report, **model.chosen, 'compute': model.compute}
 
 
 @jax.jit
@@ -721,8 +757,11 @@ def run_stages(run: Run, dataset: dataset_lib.Dataset, evaluate_all: bool = True
     run.record('teacher_labeler', evaluate(run, dataset, labeler))
 
   generator = None
+  # The training compute of each teacher trained here, for its students'.
+  teacher_compute = {'teacher_labeler': labeler.compute}
   if needs_generator(config):
-    generator = train_generator(run, dataset, labeler)
+    generator, teacher_compute['teacher_generator'] = train_generator(
+        run, dataset, labeler)
   teachers = frozen_teachers(run, dataset, labeler, generator)
   if generator is not None and evaluate_all:
     run.record('reconstruction_agreement',
@@ -733,6 +772,10 @@ def run_stages(run: Run, dataset: dataset_lib.Dataset, evaluate_all: bool = True
     key, students[method] = train_student(run, dataset, teachers, method)
     if evaluate_all:
       report = evaluate(run, dataset, students[method])
+      report['compute'] = compute.with_teachers(report['compute'], [
+          teacher_compute[stage]
+          for stage in teachers_used(method, config)
+          if teacher_compute.get(stage) is not None])
       if methods.get(method).uses_generator:
         report['latent_displacement'] = latent_displacement(
             run, dataset, teachers, method, students[method])

@@ -15,6 +15,14 @@ of evaluations that tie, the later step is kept (on a small validation split
 ties are common, and the earliest of them is the least trained). Both are
 exact after a resume: evaluation steps, values and the choice are functions
 of the run's config.
+
+The loop also keeps the stage's compute record (`compute`): the FLOPs of
+its step, counted once on the first batch the stage trains on, and the wall
+seconds of training up to each checkpoint, written before the checkpoint is
+saved. A resume starts the clock at the seconds of the checkpoint it
+restores, so the final record is the time that produced the final state
+(each process's compilation, steps, validation and saves; not the steps a
+crash threw away, which the resume runs again), whatever the interruptions.
 """
 
 import dataclasses
@@ -30,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tgt_jax import checkpointing
+from tgt_jax import compute
 
 BEST_DIR = 'best'
 
@@ -140,13 +149,17 @@ def run(*, name: str, directory: str, state: Any,
         keep_checkpoints: int = 2,
         evaluate: Optional[Callable[[Any], dict[str, Any]]] = None,
         eval_every: int = 0,
-        progress: Optional[RunProgress] = None) -> Any:
+        progress: Optional[RunProgress] = None,
+        flops_fn: Optional[Callable[[Any, Any], Optional[float]]] = None
+        ) -> Any:
   """Trains `state` to `num_steps`, resuming from `directory` if possible.
 
   Returns the last state. With `evaluate`, the best state by validation
   `overall` is kept in directory/best (see `restore`). `keep_checkpoints`:
   how many of the newest checkpoints stay in `directory` (0: every one,
-  e.g. to study a run's trajectory afterwards).
+  e.g. to study a run's trajectory afterwards). `flops_fn(state, batch)`:
+  the FLOPs of one step, recorded in directory/compute.json with the wall
+  time (see `compute.stage_compute`).
   """
   progress = progress or RunProgress({name: num_steps})
   manager = checkpointing.create_manager(
@@ -162,12 +175,25 @@ def run(*, name: str, directory: str, state: Any,
     return state
 
   best = _Best(directory) if evaluate is not None else None
+  writes = jax.process_index() == 0
+  record = compute.read(directory)
+  # None: a stage resumed from a checkpoint whose time was never recorded;
+  # its wall time stays unknown rather than part of it.
+  seconds_before = compute.seconds_at(record, start_step)
   try:
     logging.info('[%s] training steps %d..%d.', name, start_step + 1, num_steps)
     totals, count = None, 0
-    interval_start = time.perf_counter()
+    clock_start = interval_start = time.perf_counter()
     for step in range(start_step, num_steps):
-      state, metrics = step_fn(state, batch_for_step(step))
+      batch = batch_for_step(step)
+      if flops_fn is not None and 'flops_per_step' not in record:
+        counting_start = time.perf_counter()
+        record['flops_per_step'] = flops_fn(state, batch)
+        # Counting is not training: off the clock and the step rate.
+        counted = time.perf_counter() - counting_start
+        clock_start += counted
+        interval_start += counted
+      state, metrics = step_fn(state, batch)
       totals = metrics if totals is None else _accumulate(totals, metrics)
       count += 1
       done = step + 1
@@ -206,6 +232,11 @@ def run(*, name: str, directory: str, state: Any,
         totals, count = None, 0
         interval_start = time.perf_counter()
       if save_now:
+        if writes:
+          seconds = None if seconds_before is None else (
+              seconds_before + time.perf_counter() - clock_start)
+          _record_seconds(record, directory, done, seconds,
+                          manager.all_steps())
         checkpointing.save(manager, done, state)
   except BaseException:
     # Stop the background saves before the error reaches the user: a save
@@ -224,6 +255,18 @@ def run(*, name: str, directory: str, state: Any,
     best.close()
   writer.flush()
   return state
+
+
+def _record_seconds(record: dict, directory: str, step: int,
+                    seconds: Optional[float], kept) -> None:
+  """Writes the wall seconds at checkpoint `step` into compute.json,
+  dropping the entries of checkpoints that are gone (`kept`: those that
+  exist)."""
+  kept = set(kept)
+  wall = {k: v for k, v in record.get('wall_s', {}).items() if int(k) in kept}
+  wall[str(step)] = seconds
+  record['wall_s'] = wall
+  compute.write(directory, record)
 
 
 def restore(directory: str, target: Any, which: str = 'last',

@@ -5,7 +5,7 @@
 
 reads WORKDIR_ROOT/<experiment>/<experiment>.{json,md,png} of each
 experiment that has run (long_tail_table, sample_size, exploration_sweep,
-and embedding_ablation/ablation), copies the plots next to the document
+embedding_ablation/ablation and compute), copies the plots next to the document
 (docs/results/), and writes each experiment's table (with the command, date
 and machine that made it) under a verdict computed from its JSON: whether
 the paper's claim holds at this scale, by a rule stated beside it.
@@ -148,6 +148,19 @@ def embedding_verdict(result: Mapping[str, Any]) -> list[str]:
   return lines + _paired_rows(result['summary']['paired'], wanted)
 
 
+def compute_verdict(result: Mapping[str, Any]) -> list[str]:
+  """No claim of the paper: whether a baseline given TGT's compute (more
+  epochs) reaches it."""
+  lines = ['The paper compares at equal epochs. Here each TGT row is '
+           'compared with each generator-free method at its cheapest '
+           'multiple of the epochs that spends at least the TGT row\'s total '
+           'training FLOPs (teachers included), on paired runs:', '']
+  if not result['paired']:
+    return lines + ['- One seed: no interval, no verdict.']
+  return lines + _paired_rows(result['paired'], {
+      (row['model'], row['against']) for row in result['paired']})
+
+
 # (title, workdir, file stem, verdict).
 EXPERIMENTS: tuple[tuple[str, str, str, Callable[..., list[str]]], ...] = (
     ('Long-tail table', 'long_tail_table', 'long_tail_table',
@@ -158,6 +171,7 @@ EXPERIMENTS: tuple[tuple[str, str, str, Callable[..., list[str]]], ...] = (
      'exploration_sweep', sweep_verdict),
     ('Embedding compression', 'embedding_ablation', 'ablation',
      embedding_verdict),
+    ('Accuracy against compute', 'compute', 'compute', compute_verdict),
 )
 
 
