@@ -93,10 +93,11 @@ def restore_step(manager: ocp.CheckpointManager, target: Any,
   return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
 
-def _steps_on_disk(directory) -> set[int]:
-  # Orbax names a finished step's directory by the bare step number (a save
-  # in progress has a temporary suffix).
-  return {int(name) for name in os.listdir(str(directory)) if name.isdigit()}
+def _listing_changed(manager: ocp.CheckpointManager, steps) -> bool:
+  """Whether the directory now holds other steps than `steps` (Orbax's
+  own listing, read again from disk)."""
+  manager.reload()
+  return set(manager.all_steps()) != set(steps)
 
 
 def restore_latest(manager: ocp.CheckpointManager, target: Any,
@@ -126,8 +127,7 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any,
       errors.append(f'step {step}: {error}')
       continue
     return state, step
-  if errors and removal_possible and _steps_on_disk(
-      manager.directory) != set(steps):
+  if errors and removal_possible and _listing_changed(manager, steps):
     raise CheckpointsRemoved(
         f'{manager.directory} changed from steps {sorted(steps)} while '
         'they were being restored')
