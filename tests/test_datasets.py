@@ -176,8 +176,8 @@ def test_load_digits_demo():
 
 def test_unknown_dataset_lists_every_known_name():
   config = conftest.tiny_config()
-  config.dataset.name = 'mnist'
-  with pytest.raises(ValueError, match='mnist') as error:
+  config.dataset.name = 'cifar10'
+  with pytest.raises(ValueError, match='cifar10') as error:
     loading.load_dataset(config)
   for name in loading.IN_MEMORY_NAMES + loading.STREAMING_NAMES:
     assert name in str(error.value)
