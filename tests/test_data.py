@@ -21,15 +21,22 @@ _SPLITS = importlib.resources.files('tgt_jax.data') / 'splits'
 # --- bundled data sets --------------------------------------------------------
 
 
-def test_load_digits_shapes_dtypes_and_range():
-  images, labels = bundled.load('digits')
-  assert images.shape == (1797, 8, 8, 1)
+@pytest.mark.parametrize('name, side, class_counts', [
+    ('digits', 8, [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]),
+    ('mnist', 28, [500] * 10)])
+def test_load_bundled_shapes_dtypes_range_and_class_counts(name, side,
+                                                           class_counts):
+  images, labels = bundled.load(name)
+  assert images.shape == (sum(class_counts), side, side, 1)
   assert images.dtype == np.uint8
-  assert labels.shape == (1797,)
+  assert labels.shape == (sum(class_counts),)
   assert labels.dtype == np.int32
-  assert images.min() == 0
-  assert images.max() == 255
-  assert sorted(np.unique(labels).tolist()) == list(range(10))
+  assert (images.min(), images.max()) == (0, 255)
+  assert np.bincount(labels).tolist() == class_counts
+
+
+def test_load_digits_rescales_the_source_levels():
+  images, _ = bundled.load('digits')
   # Every pixel is one of the 17 rescaled source levels round(v * 255 / 16),
   # halves rounding up (v = 8 -> 128).
   allowed = {math.floor(v * 255 / 16 + 0.5) for v in range(17)}
@@ -37,14 +44,8 @@ def test_load_digits_shapes_dtypes_and_range():
   assert 128 in allowed
 
 
-def test_load_mnist_shapes_dtypes_range_and_class_counts():
+def test_load_mnist_keeps_the_values_and_holds_real_digits():
   images, labels = bundled.load('mnist')
-  assert images.shape == (5000, 28, 28, 1)
-  assert images.dtype == np.uint8
-  assert labels.shape == (5000,)
-  assert labels.dtype == np.int32
-  assert (images.min(), images.max()) == (0, 255)
-  assert np.bincount(labels).tolist() == [500] * 10
   # Stored as 0..255 already: loading leaves every value as the file has it.
   asset = importlib.resources.files('tgt_jax.data') / 'assets' / 'mnist5k.npz'
   with asset.open('rb') as f, np.load(f) as raw:
