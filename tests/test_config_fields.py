@@ -70,6 +70,7 @@ def reads(tmp_path_factory):
     from test_end_to_end import _image_folder  # pylint: disable=g-import-not-at-top
     _image_folder(str(tmp / 'images'))
     _load(recorder, folder)
+    _load(recorder, load_config('mnist_lt'))
     _load(recorder, load_config('places_lt', 'smoke'))
     places = load_config('places_lt')
     places.dataset.data_dir = str(tmp / 'no_tfds')

@@ -31,6 +31,7 @@ def load_config(name: str, arg: str = '') -> ml_collections.ConfigDict:
 
 # Every config file with every argument it documents.
 ALL_VARIANTS = [('digits_lt', ''), ('digits_lt', 'quick'),
+                ('mnist_lt', ''), ('mnist_lt', 'quick'),
                 ('image_folder', 'root=/data/x'),
                 ('image_folder', 'root=/data/x,size=64,channels=1,quick=True')]
 ALL_VARIANTS += [(name, arg) for name in PAPER_CONFIGS
@@ -193,6 +194,33 @@ def test_shrink_keeps_the_code_paths():
   assert config.student.width_multiplier == full.student.width_multiplier
   with pytest.raises(ValueError, match="'quick' or 'tiny'"):
     config_lib.shrink(full, 'small')
+
+
+def test_mnist_demo_config_is_what_its_docstring_says():
+  config = load_config('mnist_lt')
+  resolved = config_lib.resolve(config)
+  gen = resolved.teacher_generator
+  # The generator's size is resolve's own choice for 28x28, stated.
+  assert gen.image_size == config_lib.generator_resolution(28) == 32
+  assert tuple(gen.channel_multipliers) == (8, 4, 2, 1)
+  assert gen.encoder_image_size == resolved.student.image_size == 28
+  assert not (resolved.student.small_image_stem or
+              resolved.teacher_labeler.small_image_stem or
+              gen.encoder_small_image_stem)
+  # The standard errors the docstring quotes: sqrt(p (1 - p) / n), n = 500
+  # validation and 1,000 test images (and the digits' 80), in points.
+  from configs import mnist_lt  # pylint: disable=g-import-not-at-top
+  doc = ' '.join(mnist_lt.__doc__.split())
+  for p, n, quoted in ((0.90, 500, '1.34'), (0.95, 500, '0.97'),
+                       (0.90, 1000, '0.95'), (0.95, 1000, '0.69'),
+                       (0.90, 80, '3.4')):
+    assert f'{100 * np.sqrt(p * (1 - p) / n):.{len(quoted) - 2}f}' == quoted
+    assert quoted in doc
+  assert config.dataset.val_per_class * 10 == 500
+  assert config.dataset.test_per_class * 10 == 1000
+  quick = load_config('mnist_lt', 'quick')
+  assert quick.num_epochs < config.num_epochs
+  assert quick.teacher_generator.base_channels == gen.base_channels
 
 
 def test_default_shot_thresholds_follow_the_head_class():

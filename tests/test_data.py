@@ -1,4 +1,5 @@
-"""Tests for tgt_jax.data: digits, long-tail subsets, split files, folders."""
+"""Tests for tgt_jax.data: bundled sets, long-tail subsets, split files,
+folders."""
 
 import importlib.resources
 import logging
@@ -9,25 +10,33 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from tgt_jax.data import digits
+from tgt_jax import errors
+from tgt_jax.data import bundled
 from tgt_jax.data import image_folder
 from tgt_jax.data import long_tail
 
 _SPLITS = importlib.resources.files('tgt_jax.data') / 'splits'
 
 
-# --- digits -----------------------------------------------------------------
+# --- bundled data sets --------------------------------------------------------
 
 
-def test_load_digits_shapes_dtypes_and_range():
-  images, labels = digits.load_digits()
-  assert images.shape == (1797, 8, 8, 1)
+@pytest.mark.parametrize('name, side, class_counts', [
+    ('digits', 8, [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]),
+    ('mnist', 28, [500] * 10)])
+def test_load_bundled_shapes_dtypes_range_and_class_counts(name, side,
+                                                           class_counts):
+  images, labels = bundled.load(name)
+  assert images.shape == (sum(class_counts), side, side, 1)
   assert images.dtype == np.uint8
-  assert labels.shape == (1797,)
+  assert labels.shape == (sum(class_counts),)
   assert labels.dtype == np.int32
-  assert images.min() == 0
-  assert images.max() == 255
-  assert sorted(np.unique(labels).tolist()) == list(range(10))
+  assert (images.min(), images.max()) == (0, 255)
+  assert np.bincount(labels).tolist() == class_counts
+
+
+def test_load_digits_rescales_the_source_levels():
+  images, _ = bundled.load('digits')
   # Every pixel is one of the 17 rescaled source levels round(v * 255 / 16),
   # halves rounding up (v = 8 -> 128).
   allowed = {math.floor(v * 255 / 16 + 0.5) for v in range(17)}
@@ -35,31 +44,59 @@ def test_load_digits_shapes_dtypes_and_range():
   assert 128 in allowed
 
 
+def test_load_mnist_keeps_the_values_and_holds_real_digits():
+  images, labels = bundled.load('mnist')
+  # Stored as 0..255 already: loading leaves every value as the file has it.
+  asset = importlib.resources.files('tgt_jax.data') / 'assets' / 'mnist5k.npz'
+  with asset.open('rb') as f, np.load(f) as raw:
+    np.testing.assert_array_equal(images[..., 0], raw['images'])
+    np.testing.assert_array_equal(labels, raw['labels'])
+  # Real digits, not noise: most pixels are background, and each class's mean
+  # image differs from every other's.
+  assert 0.7 < np.mean(images == 0) < 0.9
+  means = np.stack([images[labels == c].mean(0).ravel() for c in range(10)])
+  distances = np.linalg.norm(means[:, None] - means[None], axis=-1)
+  assert distances[~np.eye(10, dtype=bool)].min() > 100
+
+
+def test_load_bundled_rejects_an_unknown_name_and_a_damaged_asset(
+    monkeypatch):
+  with pytest.raises(ValueError, match="'mnist_full'.*'digits', 'mnist'"):
+    bundled.load('mnist_full')
+  wrong = bundled.BundledDataset('digits.npz', num_examples=1797, side=28,
+                                 max_value=16)
+  monkeypatch.setitem(bundled.DATASETS, 'digits', wrong)
+  with pytest.raises(errors.DataError,
+                     match=r'digits.npz: images \(1797, 8, 8\).*expected '
+                     r'images \(1797, 28, 28\)'):
+    bundled.load('digits')
+
+
 def test_split_train_test_is_stratified_balanced_disjoint_deterministic():
-  _, labels = digits.load_digits()
-  train, test = digits.split_train_test(labels, test_per_class=20,
+  _, labels = bundled.load('digits')
+  train, test = bundled.split_train_test(labels, test_per_class=20,
                                         split_seed=3)
   assert np.bincount(labels[test], minlength=10).tolist() == [20] * 10
   assert np.intersect1d(train, test).size == 0
   assert np.array_equal(np.sort(np.concatenate([train, test])),
                         np.arange(labels.size))
   assert np.all(np.diff(train) > 0) and np.all(np.diff(test) > 0)
-  again_train, again_test = digits.split_train_test(labels, 20, split_seed=3)
+  again_train, again_test = bundled.split_train_test(labels, 20, split_seed=3)
   assert np.array_equal(train, again_train)
   assert np.array_equal(test, again_test)
-  _, other_test = digits.split_train_test(labels, 20, split_seed=4)
+  _, other_test = bundled.split_train_test(labels, 20, split_seed=4)
   assert not np.array_equal(test, other_test)
 
 
 def test_split_train_test_raises_naming_the_small_class():
-  _, labels = digits.load_digits()
+  _, labels = bundled.load('digits')
   # Class 8 is the smallest, with 174 examples.
   with pytest.raises(ValueError, match='class 8 has 174 example'):
-    digits.split_train_test(labels, test_per_class=174)
+    bundled.split_train_test(labels, test_per_class=174)
   # The validation split is carved by the same function: its field is named.
   with pytest.raises(ValueError, match=r'^dataset.val_per_class=174: .*'
                      r'--config.dataset.val_per_class'):
-    digits.split_train_test(labels, 174, field='dataset.val_per_class')
+    bundled.split_train_test(labels, 174, field='dataset.val_per_class')
 
 
 # --- long-tail counts and subsets ---------------------------------------------
@@ -85,7 +122,7 @@ def test_exponential_class_counts_head_tail_ratio_and_edge_cases():
 
 
 def test_long_tail_subset_gives_exact_counts_and_is_deterministic():
-  _, labels = digits.load_digits()
+  _, labels = bundled.load('digits')
   counts = long_tail.exponential_class_counts(10, 130, 50)
   subset = long_tail.long_tail_subset(labels, counts, seed=0)
   assert np.bincount(labels[subset], minlength=10).tolist() == counts.tolist()

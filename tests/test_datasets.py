@@ -174,10 +174,32 @@ def test_load_digits_demo():
   assert labels.tolist() == [0, 1, 2] and images.shape == (3, 8, 8, 1)
 
 
+def test_load_mnist_demo():
+  from configs import mnist_lt  # pylint: disable=g-import-not-at-top
+  data = loading.load_dataset(config_lib.resolve(mnist_lt.get_config()))
+  assert data.in_memory and data.image_shape == (28, 28, 1)
+  assert data.train_images.dtype == data.test_images.dtype == np.uint8
+  # 100 test and 50 validation images a class are held out of the 500.
+  assert data.num_examples('teacher') == 3500
+  assert np.bincount(data.train_labels).tolist() == [350] * 10
+  assert np.bincount(data.test_labels).tolist() == [100] * 10
+  assert np.bincount(data.val_labels).tolist() == [50] * 10
+  # No two of the 5,000 images are equal, so equal bytes mean the same image.
+  splits = [{bytes(x) for x in images} for images in
+            (data.train_images, data.val_images, data.test_images)]
+  assert sum(map(len, splits)) == len(set().union(*splits)) == 5000
+  # The long tail and shot groups configs/mnist_lt.py's docstring promises.
+  assert data.student_class_counts.tolist() == [350, 227, 147, 95, 62, 40, 26,
+                                                17, 11, 7]
+  assert {k: v.tolist() for k, v in data.shot_groups.items()} == {
+      'many': [0, 1, 2], 'medium': [3, 4, 5, 6], 'few': [7, 8, 9]}
+  assert (data.max_shift, data.flip) == (2, False)
+
+
 def test_unknown_dataset_lists_every_known_name():
   config = conftest.tiny_config()
-  config.dataset.name = 'mnist'
-  with pytest.raises(ValueError, match='mnist') as error:
+  config.dataset.name = 'cifar10'
+  with pytest.raises(ValueError, match='cifar10') as error:
     loading.load_dataset(config)
   for name in loading.IN_MEMORY_NAMES + loading.STREAMING_NAMES:
     assert name in str(error.value)

@@ -78,12 +78,24 @@ def test_image_folder_class_without_images_is_named(tmp_path):
 
 def test_unknown_dataset_name_lists_the_known_ones(tmp_path):
   config = conftest.tiny_config()
-  config.dataset.name = 'mnist'
+  config.dataset.name = 'cifar10'
   workdir = tmp_path / 'work'
-  with pytest.raises(ValueError, match="'mnist'") as error:
+  with pytest.raises(ValueError, match="'cifar10'") as error:
     train.train_and_evaluate(config, str(workdir))
   assert 'digits' in str(error.value)
+  assert 'mnist' in str(error.value)
   assert 'image_folder' in str(error.value)
+  assert not workdir.exists()
+
+
+def test_bundled_data_at_another_size_is_refused(tmp_path):
+  config = conftest.tiny_config()  # Asks for 8x8 images.
+  config.dataset.name = 'mnist'  # 28x28: every model would resize them.
+  workdir = tmp_path / 'work'
+  with pytest.raises(train.ConfigError,
+                     match=r"dataset.image_size=8.*'mnist' holds 28x28 .*"
+                     r'--config.dataset.image_size=28'):
+    train.train_and_evaluate(config, str(workdir))
   assert not workdir.exists()
 
 

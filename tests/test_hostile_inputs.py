@@ -20,7 +20,7 @@ from tgt_jax import errors
 from tgt_jax import files
 from tgt_jax import train
 
-_CONFIGS = [('digits_lt', ''), ('digits_lt', 'quick'),
+_CONFIGS = [('digits_lt', ''), ('digits_lt', 'quick'), ('mnist_lt', ''),
             ('image_folder', 'root=/x'), ('places_lt', 'fake_data'),
             ('imagenet_lt', 'smoke'), ('sun_lt', '')]
 

@@ -16,9 +16,9 @@ LAYERS = [
     # 0: building blocks.
     ['errors', 'files', 'cli', 'provenance', 'image_ops', 'losses', 'exploration',
      'sharding', 'visualize',
-     'models.resnet', 'models.bigbigan', 'data.digits', 'data.long_tail',
+     'models.resnet', 'models.bigbigan', 'data.bundled', 'data.long_tail',
      'data.image_folder', 'data.export_dragon_split',
-     'data.assets.make_digits_npz'],
+     'data.assets.make_digits_npz', 'data.assets.make_mnist_npz'],
     # 1: config, networks, data, checkpoints.
     ['config_lib', 'models.classifier', 'models.build', 'checkpointing',
      'data.dataset', 'data.streaming', 'data.tfds_pipelines', 'data.loading',

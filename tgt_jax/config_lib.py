@@ -122,8 +122,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.dtype = 'float32'
 
   config.dataset = ml_collections.ConfigDict()
-  # 'digits' (bundled) | 'image_folder' | 'imagenet_lt' | 'places_lt' |
-  # 'sun_lt' | 'fake' (random, for smoke runs).
+  # 'digits' | 'mnist' (bundled: data/bundled.py) | 'image_folder' |
+  # 'imagenet_lt' | 'places_lt' | 'sun_lt' | 'fake' (random, for smoke
+  # runs).
   config.dataset.name = 'digits'
   config.dataset.root = ''  # image_folder: ROOT/{train,test}/<class>/*.
   config.dataset.data_dir = ''  # TFDS data_dir, or sun_lt's images folder.
@@ -132,8 +133,8 @@ def base_config() -> ml_collections.ConfigDict:
   # What the input pipeline delivers: the student's input size.
   config.dataset.image_size = 8
   config.dataset.channels = 1
-  config.dataset.test_per_class = 40  # digits: balanced test split.
-  config.dataset.split_seed = 0  # digits: the test split never moves.
+  config.dataset.test_per_class = 40  # Bundled: balanced test split.
+  config.dataset.split_seed = 0  # Bundled: the test split never moves.
   # In memory: a balanced validation split carved from the train split
   # before anything trains on it (the test split is untouched); None: 10%
   # of the smallest class, at least 1 [ours]. Streams use the benchmark's

@@ -1,2 +1,2 @@
-"""Input data: the bundled digits, image folders, long-tail subsets,
+"""Input data: the bundled digit sets, image folders, long-tail subsets,
 batching."""

@@ -9,12 +9,13 @@ from absl import logging
 import numpy as np
 
 from tgt_jax import errors
+from tgt_jax.data import bundled
 from tgt_jax.data import dataset as dataset_lib
-from tgt_jax.data import digits
 from tgt_jax.data import image_folder
 from tgt_jax.data import long_tail
 
-IN_MEMORY_NAMES = ('digits', 'image_folder')
+# The bundled data sets (one row each in bundled.DATASETS) and folders.
+IN_MEMORY_NAMES = (*bundled.DATASETS, 'image_folder')
 # tfds_pipelines.DATASET_NAMES, repeated so that checking a name needs no
 # TensorFlow import (a test keeps the two equal).
 STREAMING_NAMES = ('fake', 'places_lt', 'imagenet_lt', 'sun_lt')
@@ -57,10 +58,11 @@ def load_dataset(config) -> dataset_lib.Dataset:
 
 def _read_in_memory(data_config):
   """{'train': (images, labels), 'test': ..., ['val': ...]}, class names."""
-  if data_config.name == 'digits':
-    images, labels = digits.load_digits()
-    class_names = tuple(str(c) for c in range(10))
-    train_idx, test_idx = digits.split_train_test(
+  if data_config.name in bundled.DATASETS:
+    _check_bundled_shape(data_config)
+    images, labels = bundled.load(data_config.name)
+    class_names = bundled.DATASETS[data_config.name].class_names
+    train_idx, test_idx = bundled.split_train_test(
         labels, data_config.test_per_class, data_config.split_seed,
         class_names=class_names)
     splits = {'train': (images[train_idx], labels[train_idx]),
@@ -82,6 +84,18 @@ def _read_in_memory(data_config):
            for k, (images, labels) in splits.items()}, class_names)
 
 
+def _check_bundled_shape(data_config) -> None:
+  """Bundled images are used at their own size: a config that asks for
+  another would have every model resize them silently."""
+  side = bundled.DATASETS[data_config.name].side
+  if (data_config.image_size, data_config.channels) != (side, 1):
+    raise errors.ConfigError(
+        f'dataset.image_size={data_config.image_size}, dataset.channels='
+        f'{data_config.channels}: dataset.name={data_config.name!r} holds '
+        f'{side}x{side} images of one channel; pass '
+        f'--config.dataset.image_size={side} --config.dataset.channels=1.')
+
+
 def _carve_validation(images: np.ndarray, labels: np.ndarray,
                       per_class, split_seed: int, class_names):
   """((train images, labels), (val images, labels)): `per_class` images of
@@ -95,8 +109,8 @@ def _carve_validation(images: np.ndarray, labels: np.ndarray,
         f'dataset.val_per_class={per_class}: must be at least 1 (the '
         'validation split is what choices are made on); pass '
         '--config.dataset.val_per_class=1 or more.')
-  train, val = digits.split_train_test(labels, per_class, split_seed + 1,
-                                       'dataset.val_per_class', class_names)
+  train, val = bundled.split_train_test(labels, per_class, split_seed + 1,
+                                        'dataset.val_per_class', class_names)
   return (images[train], labels[train]), (images[val], labels[val])
 
 

@@ -162,7 +162,7 @@ def group_accuracies(per_class_accuracy: np.ndarray,
                      groups: Mapping[str, np.ndarray]) -> dict[str, float]:
   """Mean per-class accuracy over all classes and over each group.
 
-  With a class-balanced test set (as from digits.split_train_test or the
+  With a class-balanced test set (as from bundled.split_train_test or the
   Places-LT / ImageNet-LT test lists), 'overall' equals the plain top-1
   accuracy over test examples, because every class weighs the same either way.
 

