@@ -141,6 +141,24 @@ def negative_elbo(logits: jax.Array, targets: jax.Array, mean: jax.Array,
   return {'loss': nll + beta * kl, 'reconstruction_bce': nll, 'kl': kl}
 
 
+def reconstruction_target(unit_images: jax.Array, size: int) -> jax.Array:
+  """x at G's side: enlarged by pixel replication (nearest), shrunk by
+  `image_ops.resize`.
+
+  [ours] Replication, not bilinear interpolation: the labeler reads G(z)
+  after its own antialiased shrinking to the data's side, and a bilinear
+  enlargement does not survive that round trip (on the digits demo the
+  labeler reads 66% of bilinearly enlarged test images correctly, 87.5% of
+  replicated ones, 98% of the originals), so a decoder that learnt it
+  exactly would still lose a third of its reconstructions' classes.
+  """
+  num, side, _, channels = unit_images.shape
+  if side < size:
+    return jax.image.resize(unit_images, (num, size, size, channels),
+                            'nearest')
+  return image_ops.resize(unit_images, size)
+
+
 class VAETrainState(struct.PyTreeNode):
   step: jax.Array
   params: Any  # {'encoder', 'decoder'}
@@ -170,8 +188,8 @@ def trainer(gen_config: ml_collections.ConfigDict) -> interface.Trainer:
     mean, log_var = model.posterior(variables, unit_images)
     z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(rng, mean.shape)
     logits = model.decoder.apply(variables['decoder'], z)
-    terms = negative_elbo(logits, image_ops.resize(unit_images, size), mean,
-                          log_var, beta)
+    terms = negative_elbo(logits, reconstruction_target(unit_images, size),
+                          mean, log_var, beta)
     return terms['loss'], terms
 
   def step(state: VAETrainState, batch, rng):
