@@ -108,9 +108,10 @@ def discriminator(gen_config: ml_collections.ConfigDict) -> 'Discriminator':
 
 
 @dataclasses.dataclass(frozen=True)
-class BigBiGAN(interface.TeacherGenerator):
+class BigBiGAN(interface.GaussianEncoder):
   """Frozen E and G (spectral norm baked in, as a converted checkpoint).
 
+  E(x) is z_mean; `encoder_features` BigBiGAN's pooled `avepool_feat`.
   Variables: {'encoder': {'params', 'batch_stats'}, 'generator': {...}}.
   """
   generator: networks.Generator
@@ -142,23 +143,10 @@ class BigBiGAN(interface.TeacherGenerator):
                    'batch_stats': tree.get('batch_stats', {})}
             for part, tree in shapes.items()}
 
-  def _encoder_apply(self, variables, unit_images, **kwargs):
-    return self.encoder.apply(
-        variables['encoder'],
-        image_ops.encoder_input(unit_images, self.encoder_image_size),
-        train=False, **kwargs)
-
-  def encode(self, variables, unit_images: jax.Array) -> jax.Array:
-    """z_mean = E(x) [ours: the colab reconstructs from z_sample; the mean
-    is the deterministic point that exploration moves from]."""
-    z_mean, _ = self._encoder_apply(variables, unit_images)
-    return z_mean
-
-  def encoder_features(self, variables, unit_images: jax.Array) -> jax.Array:
-    """E's pooled backbone features (BigBiGAN's `avepool_feat`)."""
-    _, _, features = self._encoder_apply(variables, unit_images,
-                                         with_features=True)
-    return features
+  def apply_encoder(self, variables, images: jax.Array,
+                    with_features: bool):
+    return self.encoder.apply(variables['encoder'], images, train=False,
+                              with_features=with_features)
 
   def generate(self, variables, latents: jax.Array) -> jax.Array:
     return image_ops.generated_to_unit(

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from tgt_jax import exploration
+from tgt_jax import image_ops
 
 Variables = Any  # A family's frozen variables: a pytree of arrays.
 
@@ -80,6 +81,37 @@ class TeacherGenerator(abc.ABC):
   def sample_prior(self, rng: jax.Array, num: int) -> jax.Array:
     """`num` latents from the prior, N(0, I) unless a family says else."""
     return exploration.sample_prior(rng, (num, self.latent_dim))
+
+
+class GaussianEncoder(TeacherGenerator):
+  """A family whose encoder predicts a Gaussian q(z | x) from x resized to
+  `encoder_image_size` in [-1, 1]: E(x) is its mean [ours: the deterministic
+  point exploration moves from; BigBiGAN's colab reconstructs from a
+  sample]. Subclasses have fields `encoder` (the module) and
+  `encoder_image_size`."""
+
+  def apply_encoder(self, variables: Variables, images: jax.Array,
+                    with_features: bool):
+    """The encoder module on images already at its size and range:
+    (mean, spread) [N, latent_dim], and with `with_features` its pooled
+    features [N, D]."""
+    return self.encoder.apply(variables['encoder'], images,
+                              with_features=with_features)
+
+  def posterior(self, variables: Variables, unit_images: jax.Array,
+                with_features: bool = False):
+    """`apply_encoder` of [0, 1] images of any size."""
+    return self.apply_encoder(
+        variables,
+        image_ops.encoder_input(unit_images, self.encoder_image_size),
+        with_features)
+
+  def encode(self, variables: Variables, unit_images: jax.Array) -> jax.Array:
+    return self.posterior(variables, unit_images)[0]
+
+  def encoder_features(self, variables: Variables,
+                       unit_images: jax.Array) -> jax.Array:
+    return self.posterior(variables, unit_images, with_features=True)[2]
 
 
 @dataclasses.dataclass(frozen=True)

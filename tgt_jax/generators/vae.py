@@ -67,9 +67,9 @@ def decoder(gen_config: ml_collections.ConfigDict,
 
 
 @dataclasses.dataclass(frozen=True)
-class VAE(interface.TeacherGenerator):
-  """Frozen encoder and decoder. Variables: {'encoder': {'params'},
-  'decoder': {'params'}}."""
+class VAE(interface.GaussianEncoder):
+  """Frozen encoder and decoder; `posterior` is (mean, log_var).
+  Variables: {'encoder': {'params'}, 'decoder': {'params'}}."""
   encoder: networks.Encoder
   decoder: networks.Decoder
   encoder_image_size: int
@@ -92,22 +92,6 @@ class VAE(interface.TeacherGenerator):
                 self.encoder_image_size, self.decoder.output_channels)),
         'decoder': interface.shapes_of_init(
             self.decoder.init, interface.latent_shape(self.latent_dim))}
-
-  def posterior(self, variables, unit_images: jax.Array, **kwargs):
-    """(mean, log_var) of q(z | x) [N, latent_dim] of [0, 1] images."""
-    return self.encoder.apply(
-        variables['encoder'],
-        image_ops.encoder_input(unit_images, self.encoder_image_size),
-        **kwargs)
-
-  def encode(self, variables, unit_images: jax.Array) -> jax.Array:
-    mean, _ = self.posterior(variables, unit_images)
-    return mean
-
-  def encoder_features(self, variables, unit_images: jax.Array) -> jax.Array:
-    _, _, features = self.posterior(variables, unit_images,
-                                     with_features=True)
-    return features
 
   def generate(self, variables, latents: jax.Array) -> jax.Array:
     return jax.nn.sigmoid(self.decoder.apply(variables['decoder'], latents))
