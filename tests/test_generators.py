@@ -8,6 +8,7 @@ that lacks what a run asks for.
 """
 
 import dataclasses
+import os
 
 import jax
 
@@ -252,3 +253,29 @@ def test_the_vae_target_enlarges_by_replication():
   big = jax.random.uniform(jax.random.PRNGKey(0), (1, 8, 8, 1))
   np.testing.assert_array_equal(vae.reconstruction_target(big, 4),
                                 image_ops.resize(big, 4))
+
+
+@pytest.mark.integration
+def test_the_vae_trains_through_the_generator_stage(tmp_path):
+  """family=vae through the pipeline: its stage checkpoints, validates
+  (best beside last), logs to TensorBoard, and a rerun reuses it."""
+  from test_workdir_tools import _events  # pylint: disable=g-import-not-at-top
+  config = conftest.tiny_config()
+  config.teacher_generator.family = 'vae'
+  config.methods = ('tgt_random',)
+  config.num_epochs = config.teacher_labeler.num_epochs = 0.05
+  config.teacher_generator.num_epochs = 0.2
+  first = train.train_and_evaluate(config, str(tmp_path))
+  assert first['teacher_generator']['checkpoint'] == 'best'
+  assert first['teacher_generator']['step'] > 0
+  assert 0.0 <= first['reconstruction_agreement'] <= 1.0
+  stage = tmp_path / 'teacher_generator'
+  assert (stage / 'best').is_dir()
+  assert str(first['teacher_generator']['step']) in os.listdir(stage)
+  scalars, _, _, _ = _events(str(tmp_path))
+  assert {'teacher_generator/train/kl', 'teacher_generator/train/loss',
+          'teacher_generator/val/overall'} <= set(scalars)
+  # A rerun restores every finished stage: the same results, exactly.
+  again = train.train_and_evaluate(config, str(tmp_path))
+  assert {k: v for k, v in again.items() if k != 'run_info'} == {
+      k: v for k, v in first.items() if k != 'run_info'}
