@@ -2,7 +2,8 @@
 
 One tiny run of the pipeline with every method (kd_mixup reads the mixup
 section), embedding compression (pre-trained g) and a piecewise-constant
-labeler schedule, and the loaders of every dataset, under a recorder of
+labeler schedule, the VAE family's trainer, and the loaders of every
+dataset, under a recorder of
 config reads (config_reads.py). A field that no code reads (for instance a
 Table 6 row that changes nothing) fails the test by name.
 """
@@ -20,6 +21,7 @@ from tgt_jax import config_lib
 from tgt_jax import train
 from tgt_jax.data import dataset as dataset_lib
 from tgt_jax.data import loading
+from tgt_jax.generators import families as generator_families
 
 pytestmark = pytest.mark.integration
 
@@ -66,6 +68,12 @@ def reads(tmp_path_factory):
     config = _pipeline_config()
     recorder.register(config)
     train.train_and_evaluate(config, str(tmp / 'pipeline'))
+    # The VAE family's own fields: what its trainer reads.
+    vae_config = _pipeline_config()
+    vae_config.teacher_generator.family = 'vae'
+    recorder.register(vae_config)
+    vae_gen = config_lib.resolve(vae_config).teacher_generator
+    generator_families.get(vae_gen).trainer(vae_gen)
     folder = load_config('image_folder', f'root={tmp / "images"}')
     from test_end_to_end import _image_folder  # pylint: disable=g-import-not-at-top
     _image_folder(str(tmp / 'images'))

@@ -22,8 +22,9 @@ import ml_collections  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
-from tgt_jax import convert_bigbigan  # pylint: disable=g-import-not-at-top
 from tgt_jax import pretrained  # pylint: disable=g-import-not-at-top
+from tgt_jax.generators import bigbigan  # pylint: disable=g-import-not-at-top
+from tgt_jax.generators import convert_bigbigan  # pylint: disable=g-import-not-at-top
 
 tf = pytest.importorskip('tensorflow')
 
@@ -247,7 +248,7 @@ def small_checkpoint():
 
 
 def _generate(config, variables, z):
-  generator = pretrained.build.generator(config, spectral_norm=False)
+  generator = bigbigan.generator(config, spectral_norm=False)
   # Jitted: op-by-op dispatch would compile every layer on its own.
   return np.asarray(jax.jit(lambda v, x: generator.apply(v, x, train=False))(
       variables, z))
@@ -474,7 +475,7 @@ VERIFY = dict(SMALL, encoder_depth=18, encoder_image_size=16)
 def converted_encoder(tmp_path_factory):
   """An encoder-only checkpoint with weights that make every layout differ."""
   config = _gen_config(**VERIFY)
-  encoder = pretrained.build.encoder(config)
+  encoder = bigbigan.encoder(config)
   images = np.zeros((1, 16, 16, 3), np.float32)
   variables = jax.jit(lambda x: encoder.init(jax.random.PRNGKey(0), x,
                                              train=False))(images)
@@ -501,7 +502,7 @@ def _fake_hub_encode(config, variables, placement, padding):
   """The hub's `encode` as the Flax encoder under one layout."""
   hub_config = _gen_config(**VERIFY, encoder_stride_placement=placement,
                            encoder_strided_padding=padding)
-  encoder = pretrained.build.encoder(hub_config)
+  encoder = bigbigan.encoder(hub_config)
   apply = jax.jit(lambda x: encoder.apply(variables, x, train=False)[0])
   return lambda images: np.asarray(apply(images))
 

@@ -17,7 +17,7 @@ from tgt_jax import config_lib
 from tgt_jax import pretrained
 from tgt_jax import teachers as teachers_lib
 from tgt_jax import train
-from tgt_jax.models import build
+from tgt_jax.generators import bigbigan
 
 METHODS = ('onehot', 'kd', 'tgt_random', 'tgt_gradient')
 
@@ -143,12 +143,8 @@ def test_paper_smoke_config_with_a_converted_teacher(tmp_path):
   config.methods = ('kd', 'tgt_gradient')
   gen = config_lib.resolve(config).teacher_generator
   directory = str(tmp_path / 'bigbigan')
-  variables = {
-      'generator': teachers_lib.random_variables(
-          build.generator(gen, spectral_norm=False), (1, gen.latent_dim), 0),
-      'encoder': teachers_lib.random_variables(
-          build.encoder(gen), (1, gen.encoder_image_size,
-                               gen.encoder_image_size, 3), 1)}
+  variables = teachers_lib.random_generator_variables(
+      bigbigan.BigBiGAN.from_config(gen), seed=0)
   pretrained.save_teacher_generator(directory, variables, gen,
                                     {'source': 'random, for a test'})
   config.teacher_generator.pretrained_checkpoint = directory

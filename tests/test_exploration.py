@@ -44,7 +44,7 @@ def explore(tiny, images, method, config):
 def _independent_disagreement(tiny, temperature, labeler_gradient):
   """Per-example CE(softmax(h(G(z)) / tau), f(G(z)) / tau), written from the
   networks' own `apply`, not from the library's step code."""
-  gen_net = tiny.teachers.generator_network
+  gen_net = tiny.teachers.generator_model.generator
   labeler, student = tiny.teachers.labeler_network, tiny.student
 
   def network_input(model, unit):
@@ -54,8 +54,8 @@ def _independent_disagreement(tiny, temperature, labeler_gradient):
     return (resized - jnp.asarray(model.mean)) / jnp.asarray(model.std)
 
   def per_example(z):
-    unit = jnp.clip((gen_net.apply(tiny.teachers.generator, z, train=False)
-                     + 1.0) / 2.0, 0.0, 1.0)
+    unit = jnp.clip((gen_net.apply(tiny.teachers.generator['generator'], z,
+                                   train=False) + 1.0) / 2.0, 0.0, 1.0)
     teacher_logits, _ = labeler.network.apply(
         tiny.teachers.labeler, network_input(labeler, unit), train=False)
     if not labeler_gradient:

@@ -1,10 +1,10 @@
 """The package's layers: no module imports one above its own, no cycles.
 
 From the bottom: building blocks with no project imports; the config
-schema, networks and data; the frozen teachers, the method table, loss
-terms and evaluation; the one train step and the one student setup; the
-stages and programs; the experiments. A module may import modules of its
-own layer or below.
+schema, networks, teacher-generator families and data; the frozen
+teachers, the method table, loss terms and evaluation; the one train step
+and the one student setup; the stages and programs; the experiments. A
+module may import modules of its own layer or below.
 """
 
 import ast
@@ -16,20 +16,23 @@ LAYERS = [
     # 0: building blocks.
     ['errors', 'files', 'cli', 'provenance', 'image_ops', 'losses', 'exploration',
      'sharding', 'visualize',
-     'models.resnet', 'models.bigbigan', 'data.bundled', 'data.long_tail',
-     'data.image_folder', 'data.export_dragon_split',
+     'models.resnet', 'models.bigbigan', 'models.vae', 'data.bundled',
+     'data.long_tail', 'data.image_folder', 'data.export_dragon_split',
      'data.assets.make_digits_npz', 'data.assets.make_mnist_npz'],
-    # 1: config, networks, data, checkpoints.
-    ['config_lib', 'models.classifier', 'models.build', 'checkpointing',
+    # 1: config, networks, generator families, data, checkpoints.
+    ['config_lib', 'models.classifier', 'models.build',
+     'generators.interface', 'generators.bigbigan', 'generators.vae',
+     'generators.families', 'checkpointing',
      'data.dataset', 'data.streaming', 'data.tfds_pipelines', 'data.loading',
      'run_guard', 'compute', 'training_loop'],
     # 2: what a step and a stage are made of.
     ['teachers', 'methods', 'embedding_distill', 'evaluation', 'monitoring',
-     'generator_training', 'pretrained'],
+     'pretrained'],
     # 3: the one train step, and the one student setup that uses it.
     ['train_steps', 'student_setup'],
     # 4: stages and programs.
-    ['train', 'benchmark', 'convert_bigbigan', 'convert_keras_resnet'],
+    ['train', 'benchmark', 'generators.convert_bigbigan',
+     'convert_keras_resnet'],
     # 5: programs over a workdir.
     ['evaluate', 'sample', 'export', 'predict'],
     # 6: experiments.

@@ -1,4 +1,5 @@
-"""Tests of the networks: ResNet family and the BigBiGAN modules."""
+"""Tests of the networks: ResNet family and the BigBiGAN modules (with the
+BigBiGAN family's discriminator and TF name tables)."""
 
 import jax
 
@@ -12,6 +13,8 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
+from tgt_jax.generators import bigbigan as bigbigan_family  # pylint: disable=g-import-not-at-top
+from tgt_jax.generators import convert_bigbigan  # pylint: disable=g-import-not-at-top
 from tgt_jax.models import bigbigan  # pylint: disable=g-import-not-at-top
 from tgt_jax.models import resnet  # pylint: disable=g-import-not-at-top
 
@@ -473,7 +476,7 @@ def test_generator_rejects_unreachable_attention_resolution():
 
 def test_generator_variables_cover_the_tf_names():
   _, variables, _ = _init_tiny_generator()
-  name_map = bigbigan.tf_generator_name_map(num_gblocks=2, attention=True)
+  name_map = convert_bigbigan.tf_generator_name_map(num_gblocks=2, attention=True)
   for tf_name, path in name_map.items():
     assert _path_exists(variables, path), (tf_name, path)
   # And nothing in the Flax tree is left without a TF name.
@@ -494,7 +497,7 @@ def test_generator_variables_cover_the_tf_names():
 
 
 def test_tf_name_map_numbers_blocks_like_tf():
-  name_map = bigbigan.TF_GENERATOR_NAME_MAP
+  name_map = convert_bigbigan.TF_GENERATOR_NAME_MAP
   assert name_map['GBlock/conv0/w'] == ('params', 'GBlock_0', 'conv0',
                                         'kernel')
   assert name_map['GBlock_4/BatchNorm_1/offset/w'] == (
@@ -533,7 +536,7 @@ def test_biggan128_shapes_match_the_tf_module():
   assert params['BatchNorm']['scale'] == (96,)
   assert params['conv_2d']['kernel'] == (3, 3, 96, 3)
   assert _shapes(variables['spectral'])['GenZ_G_linear']['u'] == (24576,)
-  for tf_name, path in bigbigan.TF_GENERATOR_NAME_MAP.items():
+  for tf_name, path in convert_bigbigan.TF_GENERATOR_NAME_MAP.items():
     assert _path_exists(variables, path), tf_name
 
 
@@ -636,7 +639,7 @@ def test_sample_latent_is_mean_plus_scaled_noise():
 @pytest.mark.parametrize('attention_resolution', [
     0, pytest.param(8, marks=pytest.mark.integration)])
 def test_discriminator_scores(attention_resolution):
-  discriminator = bigbigan.Discriminator(
+  discriminator = bigbigan_family.Discriminator(
       base_channels=4, channel_multipliers=(1, 2, 4), latent_hidden=(8, 8),
       joint_hidden=(16,), attention_resolution=attention_resolution)
   images = jax.random.normal(jax.random.PRNGKey(0), (3, 16, 16, 1))
@@ -660,7 +663,7 @@ def test_hinge_losses_on_hand_computed_values():
   scores_fake = {'score_x': jnp.array([-2.0, 0.0]),
                  'score_z': jnp.array([1.0, -0.5]),
                  'score_xz': jnp.array([0.0, 0.0])}
-  d_loss, eg_loss = bigbigan.bigbigan_hinge_losses(scores_real, scores_fake)
+  d_loss, eg_loss = bigbigan_family.bigbigan_hinge_losses(scores_real, scores_fake)
   # D: real relu(1 - s): x (0 + 1) / 2, z (.5 + .5) / 2, xz (2 + 0) / 2
   #    fake relu(1 + s): x (0 + 1) / 2, z (2 + .5) / 2,  xz (1 + 1) / 2
   expected_d = 0.5 + 0.5 + 1.0 + 0.5 + 1.25 + 1.0

@@ -15,6 +15,7 @@ from tgt_jax import losses  # pylint: disable=g-import-not-at-top
 from tgt_jax import methods  # pylint: disable=g-import-not-at-top
 from tgt_jax import sharding  # pylint: disable=g-import-not-at-top
 from tgt_jax import train_steps  # pylint: disable=g-import-not-at-top
+from tgt_jax.generators import families as generator_families  # pylint: disable=g-import-not-at-top
 from tgt_jax.models import build  # pylint: disable=g-import-not-at-top
 
 # kd's settings for every kd step below except alpha=0: soft and hard
@@ -302,9 +303,8 @@ def test_bfloat16_compute_keeps_float32_parameters_and_statistics(tiny):
   teachers = setup.teachers.replace(
       labeler_network=build.classifier(setup.config.teacher_labeler,
                                        conftest.NUM_CLASSES, dtype),
-      generator_network=build.generator(setup.config.teacher_generator, False,
-                                        dtype),
-      encoder_network=build.encoder(setup.config.teacher_generator, dtype))
+      generator_model=generator_families.model(
+          setup.config.teacher_generator, dtype))
   step = jax.jit(train_steps.make_train_step('tgt_random', student, setup.tx,
                                              setup.config))
   rng = jax.random.PRNGKey(0)

@@ -42,6 +42,7 @@ from ml_collections import config_dict
 
 from tgt_jax import errors
 from tgt_jax.data import image_folder
+from tgt_jax.generators import families as generator_families
 from tgt_jax.models import resnet
 
 # Table 6 of the paper lists these rows; every paper config sets each one
@@ -181,10 +182,15 @@ def base_config() -> ml_collections.ConfigDict:
       depth=18, width_multiplier=0.25, num_epochs=40.0, batch_size=64,
       peak_learning_rate=0.1, warmup_epochs=2.0, weight_decay=5e-4)
 
-  # The teacher generator: BigBiGAN's encoder E and generator G, converted
-  # from TF-Hub (`pretrained_checkpoint`, the paper's) or trained here.
+  # The teacher generator: an encoder E and a generator G of `family`
+  # (tgt_jax/generators/families.py), converted from TF-Hub
+  # (`pretrained_checkpoint`, the paper's BigBiGAN) or trained here. Every
+  # family reads image_size, channels, latent_dim, base_channels,
+  # channel_multipliers, encoder_image_size, checkpoint, num_epochs and
+  # batch_size; `vae.*` are the VAE's, the others BigBiGAN's.
   gen = config.teacher_generator = ml_collections.ConfigDict()
-  gen.pretrained_checkpoint = ''  # A tgt_jax.convert_bigbigan output.
+  gen.family = 'bigbigan'  # [paper] | 'vae' [ours].
+  gen.pretrained_checkpoint = ''  # A generators.convert_bigbigan output.
   gen.checkpoint = ''  # A finished generator stage to reuse.
   gen.image_size = config_dict.placeholder(int)  # G's output side.
   gen.channels = config_dict.placeholder(int)
@@ -219,6 +225,11 @@ def base_config() -> ml_collections.ConfigDict:
   # a small model's E and G inverses within minutes; 0 turns them off.
   gen.reconstruction_weight = 100.0
   gen.latent_reconstruction_weight = 1.0
+  # family='vae' (generators/vae.py): beta on the KL (1: the ELBO) and
+  # Adam's rate [ours].
+  gen.vae = ml_collections.ConfigDict()
+  gen.vae.beta = 1.0
+  gen.vae.learning_rate = 1e-3
 
   # A long-tail loss on every student (train_steps.LongTailAdjustment):
   # 'none' | 'logit_adjusted' (Menon et al. 2021, tau = 1) |
@@ -648,6 +659,8 @@ RANGES = {
     'teacher_generator.adam_b2': _BETA,
     'teacher_generator.reconstruction_weight': _NON_NEGATIVE,
     'teacher_generator.latent_reconstruction_weight': _NON_NEGATIVE,
+    'teacher_generator.vae.beta': _NON_NEGATIVE,  # 0: a plain autoencoder.
+    'teacher_generator.vae.learning_rate': _POSITIVE,
     'distill.temperature': _POSITIVE,
     'mixup.concentration': _POSITIVE,  # lam ~ Beta(c, c) needs c > 0.
     'distill.alpha': _FRACTION,
@@ -689,6 +702,7 @@ CHOICES = {
        for k, v in _RESNET_CHOICES.items()},
     'teacher_generator.encoder_stride_placement': resnet.STRIDE_PLACEMENTS,
     'teacher_generator.encoder_strided_padding': resnet.STRIDED_PADDINGS,
+    'teacher_generator.family': tuple(generator_families.FAMILIES),
     'embedding_distill.source': ('labeler', 'encoder'),
     'embedding_distill.distance': ('distance_correlation', 'cosine_gram'),
 }
@@ -813,7 +827,8 @@ def paper_scale(config: ml_collections.ConfigDict, dataset_name: str) -> None:
   labeler.std = IMAGENET_STD
 
   # The teacher generator: BigBiGAN ResNet-50 [paper], converted from TF-Hub
-  # (`python -m tgt_jax.convert_bigbigan`); architecture [ext: BigBiGAN].
+  # (`python -m tgt_jax.generators.convert_bigbigan`); architecture [ext:
+  # BigBiGAN].
   # None: required; a run without it stops and says how to make it.
   gen = config.teacher_generator
   gen.pretrained_checkpoint = config_dict.placeholder(str)

@@ -81,8 +81,7 @@ def explore_random(z: jax.Array, inputs: ExploreInputs) -> jax.Array:
 
 def explore_prior(z: None, inputs: ExploreInputs) -> jax.Array:
   del z  # No encoder: the compiled step has no encoder pass.
-  return exploration.sample_prior(
-      inputs.rng, (inputs.num_examples, inputs.teachers.latent_dim))
+  return inputs.teachers.sample_prior(inputs.rng, inputs.num_examples)
 
 
 def disagreement(teachers: teachers_lib.Teachers, student_logits,
@@ -232,3 +231,8 @@ def trained_name(name: str, config: ml_collections.ConfigDict) -> str:
 def generating(names) -> list[str]:
   """The names among `names` whose method decodes generated images."""
   return [name for name in names if get(name).uses_generator]
+
+
+def encoding(names) -> list[str]:
+  """The names among `names` whose method explores from E(x)."""
+  return [name for name in generating(names) if get(name).encodes]

@@ -3,7 +3,7 @@
 Two kinds of converted checkpoint live here: the BigBiGAN teacher generator
 and a pretrained classifier for the teacher labeler (below).
 
-`python -m tgt_jax.convert_bigbigan` turns the TF-Hub module
+`python -m tgt_jax.generators.convert_bigbigan` turns the TF-Hub module
 `deepmind/bigbigan-resnet50/1` into a directory that this module reads:
 
   DIR/architecture.json   the `teacher_generator` fields the variables fit,
@@ -44,6 +44,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from tgt_jax.generators import bigbigan
 from tgt_jax.models import build
 
 ARCHITECTURE_FILE = 'architecture.json'
@@ -62,7 +63,7 @@ ENCODER_FIELDS = ('encoder_image_size', 'encoder_depth',
 PARTS = ('generator', 'encoder')
 # Fields that older configs and checkpoints may lack: they mean the default
 # layout, which is what those were built with.
-_OPTIONAL_FIELD_DEFAULTS = dict(build.ENCODER_LAYOUT_DEFAULTS)
+_OPTIONAL_FIELD_DEFAULTS = dict(bigbigan.ENCODER_LAYOUT_DEFAULTS)
 
 CLASSIFIER_FORMAT = 'tgt_jax.classifier.v1'
 # The `teacher_labeler` fields a classifier checkpoint fixes: the network's
@@ -107,23 +108,8 @@ def abstract_teacher_variables(
   Returns {'generator': {'params', 'batch_stats'}, 'encoder': {...}} of
   `jax.ShapeDtypeStruct`, restricted to `parts`.
   """
-  abstract = {}
-  if 'generator' in parts:
-    generator = build.generator(gen_config, spectral_norm=False)
-    z = jax.ShapeDtypeStruct((1, gen_config.latent_dim), jnp.float32)
-    variables = jax.eval_shape(
-        lambda x: generator.init(jax.random.PRNGKey(0), x, train=False), z)
-    abstract['generator'] = {'params': variables['params'],
-                             'batch_stats': variables['batch_stats']}
-  if 'encoder' in parts:
-    encoder = build.encoder(gen_config)
-    size = gen_config.encoder_image_size
-    x = jax.ShapeDtypeStruct((1, size, size, gen_config.channels), jnp.float32)
-    variables = jax.eval_shape(
-        lambda x: encoder.init(jax.random.PRNGKey(0), x, train=False), x)
-    abstract['encoder'] = {'params': variables['params'],
-                           'batch_stats': variables.get('batch_stats', {})}
-  return abstract
+  abstract = bigbigan.BigBiGAN.from_config(gen_config).abstract_variables()
+  return {part: abstract[part] for part in parts}
 
 
 def shape_mismatches(tree: Any, abstract: Any) -> list[str]:
@@ -196,7 +182,7 @@ def _write(directory: str, variables: Mapping[str, Any],
 _HOW_TO_MAKE = {
     CHECKPOINT_FORMAT: (
         'teacher_generator.pretrained_checkpoint must be a directory written '
-        'by `python -m tgt_jax.convert_bigbigan --module_dir=MODULE '
+        'by `python -m tgt_jax.generators.convert_bigbigan --module_dir=MODULE '
         '--output=DIR` (see docs/paper_scale.md).'),
     CLASSIFIER_FORMAT: (
         'teacher_labeler.init_checkpoint must be a directory written by a '
@@ -249,7 +235,7 @@ def load_pretrained_teacher_generator(
   """The frozen BigBiGAN teacher converted into `directory`.
 
   Args:
-    directory: written by `tgt_jax.convert_bigbigan`.
+    directory: written by `tgt_jax.generators.convert_bigbigan`.
     gen_config: the config's `teacher_generator` section; its architecture
       fields must equal those the checkpoint was converted for.
     parts: which of 'generator', 'encoder' to load (tgt_prior needs no
@@ -296,10 +282,10 @@ def load_pretrained_teacher_generator(
              'the config')
   modules = {}
   if 'generator' in parts:
-    modules['generator'] = build.generator(gen_config, spectral_norm=False,
+    modules['generator'] = bigbigan.generator(gen_config, spectral_norm=False,
                                            dtype=dtype)
   if 'encoder' in parts:
-    modules['encoder'] = build.encoder(gen_config, dtype)
+    modules['encoder'] = bigbigan.encoder(gen_config, dtype)
   return modules, variables
 
 

@@ -1,7 +1,8 @@
 """The frozen teachers as one object: label, encode, generate.
 
-`Teachers` holds the teacher labeler h, BigBiGAN's encoder E and generator G
-(each a network and its variables) and, optionally, a latent cache: E(x) of
+`Teachers` holds the teacher labeler h and the teacher generator (its
+family's `TeacherGenerator`, E and G, see generators/interface.py), each a
+static network and its variables, and, optionally, a latent cache: E(x) of
 every student training image, indexed by the example's position in the
 student subset (`batch['index']`) and gathered inside the step. It is a
 pytree whose leaves are the variables and the cache, so a jitted step takes
@@ -22,32 +23,29 @@ import jax.numpy as jnp
 import numpy as np
 
 from tgt_jax import image_ops
+from tgt_jax.generators import families
+from tgt_jax.generators import interface
 from tgt_jax.models import build
 from tgt_jax.models import classifier as classifier_lib
 
 
 class Teachers(struct.PyTreeNode):
-  """Frozen labeler, encoder and generator; any of them may be absent.
+  """Frozen labeler and generator; either may be absent.
 
   Attributes:
     labeler_network: the labeler `Classifier` (static).
     labeler: its variables.
-    encoder_network: BigBiGAN's `Encoder` (static).
-    encoder_image_size: the encoder's input side (static).
-    encoder: its variables.
-    generator_network: BigBiGAN's `Generator` with baked spectral norm
-      (static).
-    generator: its variables.
+    generator_model: the teacher generator's family model (static), e.g.
+      BigBiGAN's E and G with baked spectral norm.
+    generator: its variables (None: no generator).
     latents: E(x) of every student training image [N, latent_dim], or None
       to encode each batch in the step.
   """
   labeler_network: Optional[classifier_lib.Classifier] = struct.field(
       pytree_node=False, default=None)
   labeler: Any = None
-  encoder_network: Any = struct.field(pytree_node=False, default=None)
-  encoder_image_size: int = struct.field(pytree_node=False, default=0)
-  encoder: Any = None
-  generator_network: Any = struct.field(pytree_node=False, default=None)
+  generator_model: Optional[interface.TeacherGenerator] = struct.field(
+      pytree_node=False, default=None)
   generator: Any = None
   latents: Optional[jax.Array] = None
 
@@ -56,27 +54,22 @@ class Teachers(struct.PyTreeNode):
     return self.labeler_network.apply(self.labeler, unit_images, train=False)
 
   def encode(self, unit_images: jax.Array) -> jax.Array:
-    """z_mean = E(x) [ours: the colab reconstructs from z_sample; the mean
-    is the deterministic point that exploration moves from]."""
-    z_mean, _ = self.encoder_network.apply(
-        self.encoder,
-        image_ops.encoder_input(unit_images, self.encoder_image_size),
-        train=False)
-    return z_mean
+    """E(x) of [0, 1] images (the family's deterministic point, e.g.
+    BigBiGAN's z_mean)."""
+    return self.generator_model.encode(self.generator, unit_images)
 
   def encoder_features(self, unit_images: jax.Array) -> jax.Array:
-    """E's pooled backbone features of [0, 1] images (BigBiGAN's
-    `avepool_feat`): a representation learnt without labels."""
-    _, _, features = self.encoder_network.apply(
-        self.encoder,
-        image_ops.encoder_input(unit_images, self.encoder_image_size),
-        train=False, with_features=True)
-    return features
+    """E's pooled features of [0, 1] images: a representation learnt
+    without labels."""
+    return self.generator_model.encoder_features(self.generator, unit_images)
 
   def generate(self, latents: jax.Array) -> jax.Array:
     """G(z) in the unit range, differentiable in z."""
-    return image_ops.generated_to_unit(
-        self.generator_network.apply(self.generator, latents, train=False))
+    return self.generator_model.generate(self.generator, latents)
+
+  def sample_prior(self, rng: jax.Array, num: int) -> jax.Array:
+    """`num` latents from the generator's prior."""
+    return self.generator_model.sample_prior(rng, num)
 
   def real_latents(self, batch: dict[str, jax.Array],
                    unit_images: jax.Array) -> jax.Array:
@@ -87,7 +80,7 @@ class Teachers(struct.PyTreeNode):
 
   @property
   def latent_dim(self) -> int:
-    return self.generator_network.latent_dim
+    return self.generator_model.latent_dim
 
 
 def encode_fn(teachers: Teachers):
@@ -98,7 +91,15 @@ def encode_fn(teachers: Teachers):
 
 def random_variables(module, input_shape: tuple[int, ...],
                      seed: int) -> dict[str, Any]:
-  """Variables shaped like `module.init`'s, filled with NumPy, no compile.
+  """Variables shaped like `module.init`'s, filled with NumPy, no compile
+  (see `random_like`)."""
+  return random_like(interface.shapes_of_init(
+      module.init, jax.ShapeDtypeStruct(input_shape, jnp.float32),
+      train=False), seed)
+
+
+def random_like(abstract: Any, seed: int) -> Any:
+  """A tree of arrays shaped like `abstract`'s, filled with NumPy.
 
   For benchmarks and tests, where teachers need the right shapes but no
   training: jitting a network's init costs seconds of XLA compilation on a
@@ -106,9 +107,6 @@ def random_variables(module, input_shape: tuple[int, ...],
   1 / fan-in), BatchNorm scales and running variances 1, running means 0,
   and small random biases, offsets and gains (so that no path is off).
   """
-  abstract = jax.eval_shape(
-      lambda k: module.init(k, jnp.zeros(input_shape), train=False),
-      jax.random.PRNGKey(0))
   rng = np.random.default_rng(seed)
 
   def fill(path, leaf):
@@ -127,24 +125,27 @@ def random_variables(module, input_shape: tuple[int, ...],
   return jax.tree_util.tree_map_with_path(fill, abstract)
 
 
+def random_generator_variables(model: interface.TeacherGenerator,
+                               seed: int) -> dict[str, Any]:
+  """A family's variables (see `random_like`), each part from its own seed
+  (seed, seed + 1, ... in the parts' sorted order)."""
+  abstract = model.abstract_variables()
+  return {part: random_like(abstract[part], seed + index)
+          for index, part in enumerate(sorted(abstract))}
+
+
 def random_teachers(config, num_classes: int, channels: int,
                     seed: int = 0) -> Teachers:
   """Teachers of a resolved config's shapes with random weights (see
-  `random_variables`), for benchmarks and tests: timing and FLOPs do not
+  `random_like`), for benchmarks and tests: timing and FLOPs do not
   depend on the values."""
-  gen_cfg = config.teacher_generator
   dtype = build.compute_dtype(config)
   labeler = build.classifier(config.teacher_labeler, num_classes, dtype)
-  encoder = build.encoder(gen_cfg, dtype)
-  generator = build.generator(gen_cfg, spectral_norm=False, dtype=dtype)
-  size, enc_size = labeler.image_size, gen_cfg.encoder_image_size
+  generator = families.model(config.teacher_generator, dtype)
+  size = labeler.image_size
   return Teachers(
       labeler_network=labeler,
       labeler=random_variables(
           labeler.network, (1, size, size, channels), seed=seed * 5 + 1),
-      encoder_network=encoder, encoder_image_size=enc_size,
-      encoder=random_variables(
-          encoder, (1, enc_size, enc_size, channels), seed=seed * 5 + 2),
-      generator_network=generator,
-      generator=random_variables(
-          generator, (1, gen_cfg.latent_dim), seed=seed * 5 + 3))
+      generator_model=generator,
+      generator=random_generator_variables(generator, seed=seed * 5 + 2))

@@ -3,9 +3,10 @@
 1. The teacher labeler: trained here on the full train split (its own
    architecture, initialisation and recipe), fine-tuned from a converted
    checkpoint, or restored from a finished stage.
-2. The teacher generator, BigBiGAN's E and G: converted from TF-Hub (the
-   paper's) or trained here without labels (the demo's); only when a method
-   generates.
+2. The teacher generator, E and G of `teacher_generator.family`
+   (generators/families.py: BigBiGAN, the paper's, or a VAE): converted
+   from TF-Hub (the paper's BigBiGAN) or trained here without labels (the
+   demo's); only when a method generates.
 3. The frozen teachers: one object that labels, encodes and generates, with
    E(x) of every student image cached where that is exact.
 4. One student per method of `config.methods`, on the long-tail subset.
@@ -42,7 +43,6 @@ from tgt_jax import embedding_distill
 from tgt_jax import errors as errors_lib
 from tgt_jax import evaluation
 from tgt_jax import files
-from tgt_jax import generator_training
 from tgt_jax import image_ops
 from tgt_jax import losses
 from tgt_jax import methods
@@ -58,6 +58,7 @@ from tgt_jax import training_loop
 from tgt_jax import visualize
 from tgt_jax.data import dataset as dataset_lib
 from tgt_jax.data import loading
+from tgt_jax.generators import families as generator_families
 from tgt_jax.models import build
 from tgt_jax.models import classifier as classifier_lib
 
@@ -98,8 +99,8 @@ def _term_teacher(config: ml_collections.ConfigDict) -> str | None:
 
 
 def needs_generator(config: ml_collections.ConfigDict) -> bool:
-  """Whether a run needs BigBiGAN: a method generates, or a loss term uses
-  the encoder's embedding."""
+  """Whether a run needs the teacher generator: a method generates, or a
+  loss term uses the encoder's embedding."""
   known = [m for m in config.methods if m in methods.METHODS]
   return bool(methods.generating(known)) or (
       _term_teacher(config) == 'teacher_generator')
@@ -122,6 +123,14 @@ def teachers_used(method: str, config: ml_collections.ConfigDict
   return tuple(stages)
 
 
+def needs_encoder(config: ml_collections.ConfigDict) -> bool:
+  """Whether a run needs the generator's E(x): a method explores from it,
+  or a loss term uses its embedding."""
+  known = [m for m in config.methods if m in methods.METHODS]
+  return bool(methods.encoding(known)) or (
+      _term_teacher(config) == 'teacher_generator')
+
+
 def config_errors(config: ml_collections.ConfigDict, mesh) -> list[str]:
   """Every problem of a resolved config, naming the fields."""
   errors = config_lib.range_errors(config)
@@ -139,6 +148,7 @@ def config_errors(config: ml_collections.ConfigDict, mesh) -> list[str]:
           'num_epochs=0 would leave G and E random. Convert BigBiGAN '
           '(docs/paper_scale.md) and set --config.teacher_generator.'
           'pretrained_checkpoint=DIR.')
+    errors += generator_families.config_errors(gen, needs_encoder(config))
   if config.teacher_labeler.init_checkpoint is None:
     errors.append(
         'teacher_labeler.init_checkpoint is required by this config (its '
@@ -366,52 +376,38 @@ def train_labeler(run: Run, dataset: dataset_lib.Dataset) -> Trained:
 def train_generator(run: Run, dataset: dataset_lib.Dataset,
                     labeler: Trained
                     ) -> tuple[teachers_lib.Teachers, dict[str, Any] | None]:
-  """Stage 2: BigBiGAN's frozen E and G, with the labeler, as teachers.
+  """Stage 2: the frozen teacher generator, with the labeler, as teachers.
 
-  Converted from TF-Hub when `teacher_generator.pretrained_checkpoint` is
-  set (the paper's teacher), else trained here on images alone (the demo's),
-  validated by the labeler's accuracy on G(E(x)) of validation images.
-  Returns the teachers and the generator's training compute (None when
-  converted: its training was not done here).
+  Converted when `teacher_generator.pretrained_checkpoint` is set (the
+  paper's BigBiGAN), else its family trained here on images alone (the
+  demo's), validated by the labeler's accuracy on G(E(x)) of validation
+  images. Returns the teachers and the generator's training compute (None
+  when converted: its training was not done here).
   """
   cfg = run.config.teacher_generator
-  frozen = teachers_lib.Teachers(labeler_network=labeler.classifier,
-                                 labeler=labeler.variables,
-                                 encoder_image_size=cfg.encoder_image_size)
-  if cfg.pretrained_checkpoint:
-    modules, variables = pretrained.load_pretrained_teacher_generator(
-        cfg.pretrained_checkpoint, cfg, dtype=run.dtype)
-  else:
-    # Trained in float32 [ours: GAN training is the least robust step]; the
-    # frozen teacher then computes in the run's dtype.
-    modules = {'encoder': build.encoder(cfg, run.dtype),
-               'generator': build.generator(cfg, spectral_norm=False,
-                                            dtype=run.dtype)}
-    variables = None
-  frozen = frozen.replace(encoder_network=modules['encoder'],
-                          generator_network=modules['generator'])
+  frozen = teachers_lib.Teachers(
+      labeler_network=labeler.classifier, labeler=labeler.variables,
+      generator_model=generator_families.model(cfg, run.dtype))
   record = None
-  if variables is None:
+  if cfg.pretrained_checkpoint:
+    _, variables = pretrained.load_pretrained_teacher_generator(
+        cfg.pretrained_checkpoint, cfg)
+  else:
     variables, chosen, record = _train_generator(run, dataset, frozen)
     run.record('teacher_generator', {**chosen, 'compute': record})
   return frozen.replace(
-      encoder=sharding.put_replicated(variables['encoder'], run.mesh),
-      generator=sharding.put_replicated(variables['generator'], run.mesh)
-  ), record
+      generator=sharding.put_replicated(variables, run.mesh)), record
 
 
 def _train_generator(run: Run, dataset: dataset_lib.Dataset,
                      frozen: teachers_lib.Teachers):
-  """The demo's BigBiGAN training: (frozen E and G variables, chosen,
-  compute)."""
+  """The family's training here: (frozen variables, chosen, compute)."""
   cfg = run.config.teacher_generator
-  modules = generator_training.create_modules(cfg)
+  trainer = generator_families.get(cfg).trainer(cfg)
   rng = init_key(run.config.seed, 'teacher_generator')
-  state = sharding.put_replicated(
-      generator_training.create_state(modules, cfg, rng), run.mesh)
-  raw_step = generator_training.make_train_step(modules, cfg)
-  step = compute.Step(train_steps.jit_step(raw_step, run.mesh), raw_step,
-                      after=(jax.random.fold_in(rng, 1),))
+  state = sharding.put_replicated(trainer.init(rng), run.mesh)
+  step = compute.Step(train_steps.jit_step(trainer.step, run.mesh),
+                      trainer.step, after=(jax.random.fold_in(rng, 1),))
   num_steps, _ = num_steps_and_epoch(dataset, 'teacher', cfg)
   # Unaugmented, and the labels stay on the host: G learns the images.
   batches = dataset.train_batches(
@@ -419,17 +415,17 @@ def _train_generator(run: Run, dataset: dataset_lib.Dataset,
       data_seed(run.config.seed, 'teacher_generator'), augment=False)
 
   def validate(state):
-    variables = generator_training.frozen_teacher_variables(state)
-    teachers = frozen.replace(encoder=variables['encoder'],
-                              generator=variables['generator'])
+    teachers = frozen.replace(generator=trainer.frozen_variables(state))
     return {'overall': reconstruction_agreement(run, dataset, teachers,
                                                 'val')}
 
+  can_validate = (dataset.has_split('val') and
+                  frozen.generator_model.has_encoder)
   state, chosen, record = fit(
       run, teacher_stage(run, dataset, 'teacher_generator', num_steps),
       state, step, lambda i: {'image': batches(i)['image']},
-      validate if dataset.has_split('val') else None)
-  return generator_training.frozen_teacher_variables(state), chosen, record
+      validate if can_validate else None)
+  return trainer.frozen_variables(state), chosen, record
 
 
 def caches_latents(config: ml_collections.ConfigDict,
@@ -440,9 +436,8 @@ def caches_latents(config: ml_collections.ConfigDict,
   (the encoder would see the same image every epoch).
   """
   mode = config.exploration.cache_latents
-  encodes = any(methods.get(m).uses_generator and methods.get(m).encodes
-                for m in config.methods)
-  if not encodes or mode == 'never' or not dataset.in_memory:
+  if (not methods.encoding(config.methods) or mode == 'never' or
+      not dataset.in_memory):
     return False
   augments = dataset.max_shift > 0 or dataset.flip
   return mode == 'always' or not augments
@@ -611,8 +606,9 @@ def sample_rows(config: ml_collections.ConfigDict,
   real = image_ops.uint8_to_unit(jnp.asarray(images))
   teachers = teachers.replace(latents=None)  # These images are not cached.
   rng = jax.random.PRNGKey(config.seed)
-  rows = {'real': real,
-          'reconstructed G(E(x))': teachers.generate(teachers.encode(real))}
+  rows = {'real': real}
+  if teachers.generator_model.has_encoder:
+    rows['reconstructed G(E(x))'] = teachers.generate(teachers.encode(real))
   for method, student in students.items():
     if methods.get(method).uses_generator:
       latents = train_steps.explore(
@@ -624,8 +620,8 @@ def sample_rows(config: ml_collections.ConfigDict,
     rows['mixup x_mix'] = methods.mixup(jax.random.fold_in(rng, 2), real,
                                         config.mixup.concentration).images
   if prior_samples:
-    rows['prior G(z)'] = teachers.generate(jax.random.normal(
-        jax.random.fold_in(rng, 1), (prior_samples, teachers.latent_dim)))
+    rows['prior G(z)'] = teachers.generate(teachers.sample_prior(
+        jax.random.fold_in(rng, 1), prior_samples))
   rows = {k: np.asarray(v) for k, v in rows.items()}
   labels = {k: np.argmax(np.asarray(teachers.label(v)[0]), -1)
             for k, v in rows.items()}
@@ -763,7 +759,8 @@ def run_stages(run: Run, dataset: dataset_lib.Dataset, evaluate_all: bool = True
     generator, teacher_compute['teacher_generator'] = train_generator(
         run, dataset, labeler)
   teachers = frozen_teachers(run, dataset, labeler, generator)
-  if generator is not None and evaluate_all:
+  if (generator is not None and generator.generator_model.has_encoder and
+      evaluate_all):
     run.record('reconstruction_agreement',
                reconstruction_agreement(run, dataset, teachers))
 

@@ -1,1 +1,2 @@
-"""Networks: one ResNet (student, labeler, encoder); the BigBiGAN modules."""
+"""Networks: one ResNet (student, labeler, encoder); the BigBiGAN and VAE
+networks."""

@@ -1,4 +1,4 @@
-"""BigBiGAN (Donahue & Simonyan 2019): generator, encoder, joint discriminator.
+"""BigBiGAN's networks (Donahue & Simonyan 2019): generator and encoder.
 
 One definition serves two teachers:
   * the paper-scale teacher, converted from TF-Hub
@@ -14,6 +14,11 @@ collection so that 'batch_stats' holds BatchNorm statistics only. With
 `spectral_norm=True` (training) each call runs one power iteration; with
 `spectral_norm=False` (a frozen teacher) the kernels are used as they are,
 and `bake_spectral_norm` turns SN-trained params into such plain params.
+
+What only training or conversion needs lives with the family
+(tgt_jax/generators/): the joint discriminator and the objective in
+`generators/bigbigan.py`, the TF-Hub name tables in
+`generators/convert_bigbigan.py`.
 """
 
 from typing import Any, Callable, Mapping, Sequence
@@ -311,7 +316,7 @@ class Generator(nn.Module):
   of 20; chunk 0 feeds the 4x4x1536 seed, chunk i conditions GBlock i-1
   together with one learned 128-d "class" embedding; channels
   1536->1536->768->384->192->96, self-attention at 64x64, output 128x128x3.
-  See `tf_generator_name_map` for the TF variable names.
+  See `convert_bigbigan.tf_generator_name_map` for the TF variable names.
 
   Attributes:
     base_channels: BigGAN's `ch`.
@@ -397,76 +402,6 @@ class Generator(nn.Module):
     return jnp.tanh(x.astype(jnp.float32))
 
 
-# Scope of the generator's variables in the TF-Hub module.
-TF_GENERATOR_PREFIX = 'GenEncWrapper/Generator/'
-
-
-def tf_generator_name_map(num_gblocks: int = 5,
-                          attention: bool = True) -> dict[str, tuple[str, ...]]:
-  """Maps TF-Hub generator variable names to Flax (collection, *path).
-
-  TF names are relative to `TF_GENERATOR_PREFIX` and exclude a possible
-  `/ema_0.9999` suffix (the EMA copy, which converters should prefer). TF
-  numbers blocks `GBlock, GBlock_1, ..., GBlock_4` and their two BNs
-  `BatchNorm, BatchNorm_1`; Flax numbers both from 0. The rest is
-  one-to-one: `w` -> 'kernel', `b` -> 'bias', `u0` [1, out] -> 'spectral'
-  'u' [out] (for `bake_spectral_norm`, or bake directly with
-  `spectral_normalize_kernel`), `accumulated_{mean,var}` -> 'batch_stats'
-  '{mean,var}' (divide by `accumulation_counter` if it is not 1; the counter
-  itself has no Flax counterpart). Kernels need no transpose (TF dense
-  [in, out] and conv HWIO, as Flax).
-
-  Args:
-    num_gblocks: len(channel_multipliers) - 1 (5 for BigGAN-128).
-    attention: whether the generator has a self-attention block.
-
-  Returns:
-    {tf_name: ('params' | 'batch_stats' | 'spectral', module, ..., leaf)}.
-  """
-  name_map = {'linear/w': ('params', 'linear', 'kernel')}
-
-  def add_spectral_layer(tf_scope: str, flax_path: tuple[str, ...],
-                         use_bias: bool) -> None:
-    name_map[f'{tf_scope}/w'] = ('params', *flax_path, 'kernel')
-    if use_bias:
-      name_map[f'{tf_scope}/b'] = ('params', *flax_path, 'bias')
-    name_map[f'{tf_scope}/u0'] = ('spectral', *flax_path, 'u')
-
-  def add_standing_stats(tf_scope: str, flax_path: tuple[str, ...]) -> None:
-    name_map[f'{tf_scope}/accumulated_mean'] = ('batch_stats', *flax_path,
-                                                'mean')
-    name_map[f'{tf_scope}/accumulated_var'] = ('batch_stats', *flax_path,
-                                               'var')
-
-  add_spectral_layer('GenZ/G_linear', ('GenZ_G_linear',), use_bias=True)
-  for index in range(num_gblocks):
-    tf_block = 'GBlock' if index == 0 else f'GBlock_{index}'
-    flax_block = f'GBlock_{index}'
-    for conv in ('conv0', 'conv1', 'conv_sc'):
-      add_spectral_layer(f'{tf_block}/{conv}', (flax_block, conv),
-                         use_bias=True)
-    for tf_norm, flax_norm in (('BatchNorm', 'BatchNorm_0'),
-                               ('BatchNorm_1', 'BatchNorm_1')):
-      for dense in ('scale', 'offset'):
-        add_spectral_layer(f'{tf_block}/{tf_norm}/{dense}',
-                           (flax_block, flax_norm, dense), use_bias=False)
-      add_standing_stats(f'{tf_block}/{tf_norm}', (flax_block, flax_norm))
-  if attention:
-    for conv in ('theta', 'phi', 'g', 'o_conv'):
-      add_spectral_layer(f'attention/{conv}', ('attention', conv),
-                         use_bias=False)
-    name_map['attention/gamma'] = ('params', 'attention', 'gamma')
-  name_map['BatchNorm/scale'] = ('params', 'BatchNorm', 'scale')
-  name_map['BatchNorm/offset'] = ('params', 'BatchNorm', 'offset')
-  add_standing_stats('BatchNorm', ('BatchNorm',))
-  add_spectral_layer('conv_2d', ('conv_2d',), use_bias=True)
-  return name_map
-
-
-# The BigGAN-128 generator of `deepmind/bigbigan-resnet50/1`.
-TF_GENERATOR_NAME_MAP = tf_generator_name_map()
-
-
 # ---------------------------------------------------------------------------
 # Encoder.
 # ---------------------------------------------------------------------------
@@ -534,127 +469,3 @@ def sample_latent(z_mean: jax.Array, z_scale: jax.Array,
   """Reparameterised sample z_mean + z_scale * N(0, I)."""
   noise = jax.random.normal(rng, z_mean.shape, z_mean.dtype)
   return z_mean + z_scale * noise
-
-
-# ---------------------------------------------------------------------------
-# Joint discriminator (only to train the demo teacher).
-# ---------------------------------------------------------------------------
-
-
-class DBlock(nn.Module):
-  """BigGAN down-sampling residual block of the discriminator."""
-  out_channels: int
-  downsample: bool
-  # False for the first block: a ReLU on the image itself would discard its
-  # negative half of [-1, 1].
-  preactivate: bool
-  spectral_norm: bool = True
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    conv = lambda kernel_size, name: SpectralConv(
-        self.out_channels, kernel_size=kernel_size,
-        spectral_norm=self.spectral_norm, dtype=self.dtype, name=name)
-    pool = lambda y: nn.avg_pool(y, (2, 2), strides=(2, 2))
-    y = nn.relu(x) if self.preactivate else x
-    y = conv(3, 'conv0')(y, train)
-    y = conv(3, 'conv1')(nn.relu(y), train)
-    if self.downsample:
-      y = pool(y)
-    shortcut = x
-    if self.downsample or x.shape[-1] != self.out_channels:
-      shortcut = conv(1, 'conv_sc')(x, train)
-      if self.downsample:
-        shortcut = pool(shortcut)
-    return y + shortcut
-
-
-class Discriminator(nn.Module):
-  """BigBiGAN joint discriminator: unary scores on x and z, joint on (x, z).
-
-  Attributes:
-    base_channels: channels unit of the x path.
-    channel_multipliers: one DBlock each; all but the last halve the
-      resolution.
-    latent_hidden: widths of the SN ReLU MLP on z.
-    joint_hidden: widths of the SN ReLU MLP on the concatenated features.
-    attention_resolution: self-attention after the first DBlock whose output
-      has this resolution; 0 for none.
-    spectral_norm: see `Generator.spectral_norm`.
-    dtype: compute dtype.
-  """
-  base_channels: int
-  channel_multipliers: Sequence[int]
-  latent_hidden: Sequence[int]
-  joint_hidden: Sequence[int]
-  attention_resolution: int = 0
-  spectral_norm: bool = True
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, z: jax.Array,
-               train: bool) -> dict[str, jax.Array]:
-    """Returns {'score_x', 'score_z', 'score_xz'}, each [N] float32."""
-    dense = lambda features, name: SpectralDense(
-        features, spectral_norm=self.spectral_norm, dtype=self.dtype,
-        name=name)
-    h = x
-    num_blocks = len(self.channel_multipliers)
-    has_attention = False
-    for index, multiplier in enumerate(self.channel_multipliers):
-      h = DBlock(self.base_channels * multiplier,
-                 downsample=index < num_blocks - 1, preactivate=index > 0,
-                 spectral_norm=self.spectral_norm, dtype=self.dtype,
-                 name=f'DBlock_{index}')(h, train)
-      if (h.shape[1] == self.attention_resolution and not has_attention):
-        h = SelfAttention(spectral_norm=self.spectral_norm, dtype=self.dtype,
-                          name='attention')(h, train)
-        has_attention = True
-    if self.attention_resolution and not has_attention:
-      raise ValueError(f'attention_resolution {self.attention_resolution} is '
-                       'not the output resolution of any DBlock.')
-    # BigGAN sums rather than averages over positions.
-    features_x = jnp.sum(nn.relu(h).astype(jnp.float32), axis=(1, 2))
-
-    features_z = z.astype(jnp.float32)
-    for index, width in enumerate(self.latent_hidden):
-      features_z = nn.relu(dense(width, f'latent_{index}')(features_z, train))
-
-    joint = jnp.concatenate([features_x, features_z.astype(jnp.float32)],
-                            axis=-1)
-    for index, width in enumerate(self.joint_hidden):
-      joint = nn.relu(dense(width, f'joint_{index}')(joint, train))
-
-    score = lambda name, features: dense(1, name)(features, train)[:, 0].astype(
-        jnp.float32)
-    return {'score_x': score('score_x', features_x),
-            'score_z': score('score_z', features_z),
-            'score_xz': score('score_xz', joint)}
-
-
-SCORE_NAMES = ('score_x', 'score_z', 'score_xz')
-
-
-def bigbigan_hinge_losses(
-    scores_real: Mapping[str, jax.Array],
-    scores_fake: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
-  """BigBiGAN hinge losses, summed over the unary and joint scores.
-
-  Args:
-    scores_real: discriminator scores of (x, E(x)).
-    scores_fake: discriminator scores of (G(z), z).
-
-  Returns:
-    (discriminator_loss, encoder_generator_loss): the discriminator term is
-    mean relu(1 - s_real) + mean relu(1 + s_fake) per score; the encoder and
-    generator, which play against it, minimise mean s_real - mean s_fake.
-  """
-  discriminator_loss = 0.0
-  encoder_generator_loss = 0.0
-  for name in SCORE_NAMES:
-    real, fake = scores_real[name], scores_fake[name]
-    discriminator_loss += (jnp.mean(nn.relu(1 - real)) +
-                           jnp.mean(nn.relu(1 + fake)))
-    encoder_generator_loss += jnp.mean(real) - jnp.mean(fake)
-  return discriminator_loss, encoder_generator_loss

@@ -1,11 +1,13 @@
-"""Modules from config sections: the one place a config becomes a network."""
+"""Classifiers from config sections, and the compute dtype of a run.
+
+A teacher generator's networks come from its family (tgt_jax/generators/).
+"""
 
 from typing import Any
 
 import jax.numpy as jnp
 import ml_collections
 
-from tgt_jax.models import bigbigan
 from tgt_jax.models import classifier as classifier_lib
 from tgt_jax.models import resnet
 
@@ -21,13 +23,6 @@ CLASSIFIER_LAYOUT_DEFAULTS = {
     'conv_bias': False,
     'batch_norm_epsilon': resnet.BATCH_NORM_EPSILON,
 }
-# Layout fields of `teacher_generator` for the encoder backbone. The hub
-# encoder's layout is not public: `convert_bigbigan --verify_with_hub`
-# reports which one matches its `encode`.
-ENCODER_LAYOUT_DEFAULTS = {
-    'encoder_stride_placement': 'first',
-    'encoder_strided_padding': 'same',
-}
 
 
 def classifier_layout(model_config: ml_collections.ConfigDict
@@ -35,12 +30,6 @@ def classifier_layout(model_config: ml_collections.ConfigDict
   """The section's layout fields, defaults filled in."""
   return {name: model_config.get(name, default)
           for name, default in CLASSIFIER_LAYOUT_DEFAULTS.items()}
-
-
-def encoder_layout(gen_config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """`teacher_generator`'s encoder layout fields, defaults filled in."""
-  return {name: gen_config.get(name, default)
-          for name, default in ENCODER_LAYOUT_DEFAULTS.items()}
 
 
 def compute_dtype(config: ml_collections.ConfigDict) -> Any:
@@ -85,51 +74,3 @@ def classifier(model_config: ml_collections.ConfigDict, num_classes: int,
       network=classifier_network(model_config, num_classes, dtype),
       image_size=model_config.image_size, mean=tuple(model_config.mean),
       std=tuple(model_config.std), channel_order=model_config.channel_order)
-
-
-def generator(gen_config: ml_collections.ConfigDict, spectral_norm: bool,
-              dtype: Any = jnp.float32) -> bigbigan.Generator:
-  """BigBiGAN's G; `spectral_norm=False` for the frozen (baked) teacher."""
-  module = bigbigan.Generator(
-      base_channels=gen_config.base_channels,
-      channel_multipliers=tuple(gen_config.channel_multipliers),
-      latent_dim=gen_config.latent_dim,
-      embedding_dim=gen_config.embedding_dim,
-      attention_resolution=gen_config.attention_resolution,
-      output_channels=gen_config.channels,
-      spectral_norm=spectral_norm, dtype=dtype)
-  if module.resolution != gen_config.image_size:
-    raise ValueError(
-        f'teacher_generator.image_size={gen_config.image_size} does not match '
-        f'the {len(gen_config.channel_multipliers) - 1} GBlocks of '
-        f'channel_multipliers={tuple(gen_config.channel_multipliers)} '
-        f'(resolution {module.resolution}); each GBlock doubles 4x4.')
-  return module
-
-
-def encoder(gen_config: ml_collections.ConfigDict,
-            dtype: Any = jnp.float32) -> bigbigan.Encoder:
-  """BigBiGAN's E: a pre-activation ResNet with a Gaussian head.
-
-  `encoder_stride_placement` / `encoder_strided_padding` are optional
-  (ENCODER_LAYOUT_DEFAULTS).
-  """
-  layout = encoder_layout(gen_config)
-  return bigbigan.Encoder(
-      depth=gen_config.encoder_depth,
-      width_multiplier=gen_config.encoder_width_multiplier,
-      small_image_stem=gen_config.encoder_small_image_stem,
-      latent_dim=gen_config.latent_dim,
-      head_hidden=tuple(gen_config.encoder_head_hidden),
-      stride_placement=layout['encoder_stride_placement'],
-      strided_padding=layout['encoder_strided_padding'], dtype=dtype)
-
-
-def discriminator(gen_config: ml_collections.ConfigDict
-                  ) -> bigbigan.Discriminator:
-  """BigBiGAN's joint (x, z) discriminator, only to train a teacher."""
-  return bigbigan.Discriminator(
-      base_channels=gen_config.discriminator_base_channels,
-      channel_multipliers=tuple(gen_config.discriminator_channel_multipliers),
-      latent_hidden=tuple(gen_config.discriminator_latent_hidden),
-      joint_hidden=tuple(gen_config.discriminator_joint_hidden))

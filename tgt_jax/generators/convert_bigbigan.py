@@ -1,7 +1,7 @@
 r"""Converts TF-Hub `deepmind/bigbigan-resnet50/1` into a Flax checkpoint.
 
-  python -m tgt_jax.convert_bigbigan --module_dir=MODULE --output=DIR \
-      [--config=configs/imagenet_lt.py] [--verify_with_hub]
+  python -m tgt_jax.generators.convert_bigbigan --module_dir=MODULE \
+      --output=DIR [--config=configs/imagenet_lt.py] [--verify_with_hub]
 
 MODULE is the unpacked TF1-Hub module (it holds `variables/variables.index`);
 DIR receives what `tgt_jax.pretrained.load_pretrained_teacher_generator`
@@ -15,12 +15,12 @@ the hub's `generate` / `encode`, are in docs/paper_scale.md.
 What the conversion does, variable by variable (`tf.train.load_checkpoint`,
 no graph is built):
   * every name is looked up in an explicit table, TF name -> Flax path:
-    `bigbigan.tf_generator_name_map` for G (names as in the public ports, see
+    `tf_generator_name_map` for G (names as in the public ports, see
     shared notes bigbigan.md) and `tf_encoder_name_map` below for E;
   * a variable's `/ema_0.9999` copy (the EMA of the weights, which the hub's
     signatures use) replaces it where present (--use_ema);
   * spectral norm is baked in: each kernel becomes W / sigma, sigma from one
-    power iteration from its stored `u0` (`bigbigan.spectral_normalize_kernel`,
+    power iteration from its stored `u0` (`networks.spectral_normalize_kernel`,
     the computation the SN module does in eval mode), so the frozen teacher is
     `Generator(spectral_norm=False)`. DeepMind's hub generators keep more
     power-iteration vectors beside `u0` (`u1`, ...): they are consumed,
@@ -71,11 +71,12 @@ import ml_collections
 import numpy as np
 
 from tgt_jax import pretrained
-from tgt_jax.models import bigbigan
-from tgt_jax.models import build
+from tgt_jax.generators import bigbigan
+from tgt_jax.models import bigbigan as networks
 from tgt_jax.models import resnet
 
-GENERATOR_PREFIX = bigbigan.TF_GENERATOR_PREFIX  # 'GenEncWrapper/Generator/'
+# Scope of the generator's variables in the TF-Hub module.
+GENERATOR_PREFIX = 'GenEncWrapper/Generator/'
 # ASSUMPTION (encoder names are not public): E sits beside G in the wrapper.
 ENCODER_PREFIX = 'GenEncWrapper/Encoder/'
 # ASSUMPTION: where the hub module keeps the discriminator, which TGT never
@@ -162,6 +163,72 @@ def resolve_ema(variables: Mapping[str, np.ndarray], use_ema: bool,
 
 def _path_str(path: Sequence[Any]) -> list[str]:
   return [getattr(k, 'key', str(k)) for k in path]
+
+
+def tf_generator_name_map(num_gblocks: int = 5,
+                          attention: bool = True) -> dict[str, tuple[str, ...]]:
+  """Maps TF-Hub generator variable names to Flax (collection, *path).
+
+  TF names are relative to `GENERATOR_PREFIX` and exclude a possible
+  `/ema_0.9999` suffix (the EMA copy, which converters should prefer). TF
+  numbers blocks `GBlock, GBlock_1, ..., GBlock_4` and their two BNs
+  `BatchNorm, BatchNorm_1`; Flax numbers both from 0. The rest is
+  one-to-one: `w` -> 'kernel', `b` -> 'bias', `u0` [1, out] -> 'spectral'
+  'u' [out] (for `bake_spectral_norm`, or bake directly with
+  `spectral_normalize_kernel`), `accumulated_{mean,var}` -> 'batch_stats'
+  '{mean,var}' (divide by `accumulation_counter` if it is not 1; the counter
+  itself has no Flax counterpart). Kernels need no transpose (TF dense
+  [in, out] and conv HWIO, as Flax).
+
+  Args:
+    num_gblocks: len(channel_multipliers) - 1 (5 for BigGAN-128).
+    attention: whether the generator has a self-attention block.
+
+  Returns:
+    {tf_name: ('params' | 'batch_stats' | 'spectral', module, ..., leaf)}.
+  """
+  name_map = {'linear/w': ('params', 'linear', 'kernel')}
+
+  def add_spectral_layer(tf_scope: str, flax_path: tuple[str, ...],
+                         use_bias: bool) -> None:
+    name_map[f'{tf_scope}/w'] = ('params', *flax_path, 'kernel')
+    if use_bias:
+      name_map[f'{tf_scope}/b'] = ('params', *flax_path, 'bias')
+    name_map[f'{tf_scope}/u0'] = ('spectral', *flax_path, 'u')
+
+  def add_standing_stats(tf_scope: str, flax_path: tuple[str, ...]) -> None:
+    name_map[f'{tf_scope}/accumulated_mean'] = ('batch_stats', *flax_path,
+                                                'mean')
+    name_map[f'{tf_scope}/accumulated_var'] = ('batch_stats', *flax_path,
+                                               'var')
+
+  add_spectral_layer('GenZ/G_linear', ('GenZ_G_linear',), use_bias=True)
+  for index in range(num_gblocks):
+    tf_block = 'GBlock' if index == 0 else f'GBlock_{index}'
+    flax_block = f'GBlock_{index}'
+    for conv in ('conv0', 'conv1', 'conv_sc'):
+      add_spectral_layer(f'{tf_block}/{conv}', (flax_block, conv),
+                         use_bias=True)
+    for tf_norm, flax_norm in (('BatchNorm', 'BatchNorm_0'),
+                               ('BatchNorm_1', 'BatchNorm_1')):
+      for dense in ('scale', 'offset'):
+        add_spectral_layer(f'{tf_block}/{tf_norm}/{dense}',
+                           (flax_block, flax_norm, dense), use_bias=False)
+      add_standing_stats(f'{tf_block}/{tf_norm}', (flax_block, flax_norm))
+  if attention:
+    for conv in ('theta', 'phi', 'g', 'o_conv'):
+      add_spectral_layer(f'attention/{conv}', ('attention', conv),
+                         use_bias=False)
+    name_map['attention/gamma'] = ('params', 'attention', 'gamma')
+  name_map['BatchNorm/scale'] = ('params', 'BatchNorm', 'scale')
+  name_map['BatchNorm/offset'] = ('params', 'BatchNorm', 'offset')
+  add_standing_stats('BatchNorm', ('BatchNorm',))
+  add_spectral_layer('conv_2d', ('conv_2d',), use_bias=True)
+  return name_map
+
+
+# The BigGAN-128 generator of `deepmind/bigbigan-resnet50/1`.
+TF_GENERATOR_NAME_MAP = tf_generator_name_map()
 
 
 def tf_encoder_name_map(
@@ -288,7 +355,7 @@ def _convert_scope(resolved: Mapping[str, np.ndarray], prefix: str,
 
 def _abstract_sn_generator(gen_config: ml_collections.ConfigDict):
   """Shapes of the spectral-norm generator: params, batch_stats, spectral."""
-  generator = build.generator(gen_config, spectral_norm=True)
+  generator = bigbigan.generator(gen_config, spectral_norm=True)
   z = jax.ShapeDtypeStruct((1, gen_config.latent_dim), jnp.float32)
   return jax.eval_shape(
       lambda x: generator.init(jax.random.PRNGKey(0), x, train=False), z)
@@ -296,8 +363,8 @@ def _abstract_sn_generator(gen_config: ml_collections.ConfigDict):
 
 def generator_name_map(
     gen_config: ml_collections.ConfigDict) -> dict[str, tuple[str, ...]]:
-  """`bigbigan.tf_generator_name_map` for the config's block count."""
-  return bigbigan.tf_generator_name_map(
+  """`tf_generator_name_map` for the config's block count."""
+  return tf_generator_name_map(
       num_gblocks=len(gen_config.channel_multipliers) - 1,
       attention=bool(gen_config.attention_resolution))
 
@@ -373,7 +440,7 @@ def convert_variables(
     if not problems:
       # One compiled program for all kernels: op-by-op dispatch would compile
       # each distinct kernel shape separately.
-      baked = jax.jit(bigbigan.bake_spectral_norm)(raw['params'],
+      baked = jax.jit(networks.bake_spectral_norm)(raw['params'],
                                                    raw['spectral'])
       converted['generator'] = {
           'params': jax.tree.map(lambda x: np.asarray(x, np.float32), baked),
@@ -458,7 +525,7 @@ LAYOUT_MATCH_TOLERANCE = 1e-2
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _encoder_z_mean(encoder: bigbigan.Encoder, variables: Mapping[str, Any],
+def _encoder_z_mean(encoder: networks.Encoder, variables: Mapping[str, Any],
                     images: jax.Array) -> jax.Array:
   # Static module: equal encoders (same layout) reuse one compilation.
   return encoder.apply(variables, images, train=False)[0]
@@ -505,14 +572,14 @@ def compare_encoder_layouts(
     layout_config = ml_collections.ConfigDict(gen_config.to_dict())
     layout_config.encoder_stride_placement = placement
     layout_config.encoder_strided_padding = padding
-    z_mean = _encoder_z_mean(build.encoder(layout_config), encoder_variables,
-                             images)
+    z_mean = _encoder_z_mean(bigbigan.encoder(layout_config),
+                             encoder_variables, images)
     differences[placement, padding] = float(np.max(np.abs(
         hub_z_mean - np.asarray(z_mean))))
   closest = min(differences, key=differences.get)
   absolute_tolerance = tolerance * max(1.0, float(np.max(np.abs(hub_z_mean))))
   matching = closest if differences[closest] <= absolute_tolerance else None
-  configured = tuple(build.encoder_layout(gen_config).values())
+  configured = tuple(bigbigan.encoder_layout(gen_config).values())
   as_fields = lambda layout: (None if layout is None else {
       'encoder_stride_placement': layout[0],
       'encoder_strided_padding': layout[1]})
