@@ -40,7 +40,8 @@ LAYERS = [
      'experiments.long_tail_table', 'experiments.sample_size',
      'experiments.exploration_sweep', 'experiments.embedding_ablation',
      'experiments.selection_rule', 'experiments.tuning',
-     'experiments.compute', 'experiments.results_doc'],
+     'experiments.compute', 'experiments.generator_quality',
+     'experiments.results_doc'],
 ]
 LAYER = {module: i for i, modules in enumerate(LAYERS) for module in modules}
 PACKAGE = os.path.join(conftest.REPO, 'tgt_jax')

@@ -38,7 +38,6 @@ import ml_collections
 
 from tgt_jax import cli
 from tgt_jax import evaluation
-from tgt_jax import methods as methods_lib
 from tgt_jax import train
 from tgt_jax import visualize
 from tgt_jax.experiments import grid
@@ -77,19 +76,6 @@ def variants(base: ml_collections.ConfigDict, multiples: Sequence[float],
   return configs
 
 
-def student_key(results: Mapping[str, Any], method: str,
-                config: ml_collections.ConfigDict) -> str:
-  """The results.json key of `method`'s student: its trained name, with the
-  config's long-tail loss and loss terms after a '+' (train_steps.
-  result_key)."""
-  name = methods_lib.trained_name(method, config)
-  keys = [k for k in results if evaluation.is_report(results[k]) and (
-      k == name or k.startswith(name + '+'))]
-  if len(keys) != 1:
-    raise ValueError(f'No single result of {method!r} among {list(results)}.')
-  return keys[0]
-
-
 def _common(values: Sequence[Any], what: str) -> Any:
   """The one value every seed shares (FLOPs and steps do not depend on the
   seed); a ValueError if they differ."""
@@ -107,7 +93,7 @@ def rows(results: Mapping[str, Mapping[int, Mapping[str, Any]]],
   for variant, per_seed in results.items():
     config = configs[variant]
     for method in config.methods:
-      key = student_key(next(iter(per_seed.values())), method, config)
+      key = grid.student_key(next(iter(per_seed.values())), method, config)
       reports = [per_seed[s][key] for s in sorted(per_seed)]
       records = [r['compute'] for r in reports]
       # 'method': the student's results key (e.g. 'kd+logit_adjusted');

@@ -29,7 +29,9 @@ import ml_collections
 from ml_collections import config_flags
 
 from tgt_jax import evaluate
+from tgt_jax import evaluation
 from tgt_jax import files
+from tgt_jax import methods as methods_lib
 from tgt_jax import provenance as provenance_lib
 from tgt_jax import train
 from tgt_jax.experiments import seed_stats
@@ -118,6 +120,19 @@ def run_variants(variants: Mapping[str, ml_collections.ConfigDict],
       if teacher_dir is None:
         teacher_dir = run_dir
   return results
+
+
+def student_key(results: Mapping[str, Any], method: str,
+                config: ml_collections.ConfigDict) -> str:
+  """The results.json key of `method`'s student: its trained name, with the
+  config's long-tail loss and loss terms after a '+' (train_steps.
+  result_key)."""
+  name = methods_lib.trained_name(method, config)
+  keys = [k for k in results if evaluation.is_report(results[k]) and (
+      k == name or k.startswith(name + '+'))]
+  if len(keys) != 1:
+    raise ValueError(f'No single result of {method!r} among {list(results)}.')
+  return keys[0]
 
 
 def paired(per_seed: Mapping[int, Mapping[str, Any]], a: str, b: str,

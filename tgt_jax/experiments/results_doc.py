@@ -5,8 +5,8 @@
 
 reads WORKDIR_ROOT/<experiment>/<experiment>.{json,md,png} of each
 experiment that has run (long_tail_table, sample_size, exploration_sweep,
-embedding_ablation/ablation and compute), copies the plots next to the document
-(docs/results/), and writes each experiment's table (with the command, date
+embedding_ablation/ablation, compute and generator_quality), copies the
+plots next to the document (docs/results/), and writes each experiment's table (with the command, date
 and machine that made it) under a verdict computed from its JSON: whether
 the paper's claim holds at this scale, by a rule stated beside it.
 """
@@ -161,6 +161,27 @@ def compute_verdict(result: Mapping[str, Any]) -> list[str]:
       (row['model'], row['against']) for row in result['paired']})
 
 
+def generator_quality_verdict(result: Mapping[str, Any]) -> list[str]:
+  """No claim of the paper: how TGT's gain moves with the generator's
+  quality."""
+  lines = ['The paper uses one generator (BigBiGAN). Here each generator\'s '
+           f'{result["tgt_method"]} student against {result["baseline"]} on '
+           'paired runs (the same seeds and labeler):', '']
+  for row in result['rows']:
+    name = f'{row["family"]}, {row["generator_epochs"]:g} generator epochs'
+    if row['gain'] is None:
+      lines.append(f'- {name}: one seed, no interval.')
+      continue
+    for metric in ('overall', 'few'):
+      lines.append(f'- {name}, {metric}: {_verdict(row["gain"][metric])}.')
+  for measure, value in result['correlation'].items():
+    if value is not None:
+      lines.append(f'- Spearman correlation of {measure} with the few-shot '
+                   f'gain, over the {len(result["rows"])} generators '
+                   f'(descriptive): {value:+.2f}.')
+  return lines
+
+
 # (title, workdir, file stem, verdict).
 EXPERIMENTS: tuple[tuple[str, str, str, Callable[..., list[str]]], ...] = (
     ('Long-tail table', 'long_tail_table', 'long_tail_table',
@@ -172,6 +193,8 @@ EXPERIMENTS: tuple[tuple[str, str, str, Callable[..., list[str]]], ...] = (
     ('Embedding compression', 'embedding_ablation', 'ablation',
      embedding_verdict),
     ('Accuracy against compute', 'compute', 'compute', compute_verdict),
+    ('Gain against generator quality', 'generator_quality',
+     'generator_quality', generator_quality_verdict),
 )
 
 
