@@ -68,8 +68,6 @@ flags.DEFINE_list('families', ['bigbigan', 'vae'],
 flags.DEFINE_list('generator_epochs', ['0.1', '0.3', '1'],
                   'Multiples of the config\'s teacher_generator.num_epochs: '
                   'one generator of each family per multiple.')
-flags.DEFINE_string('tgt_method', 'tgt_random',
-                    'The TGT method trained with every generator.')
 flags.DEFINE_string('baseline', 'kd',
                     'The generator-free baseline every gain is paired with.')
 flags.DEFINE_integer('prior_samples', 1000,

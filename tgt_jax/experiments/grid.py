@@ -46,6 +46,8 @@ flags.DEFINE_string(
     'Workdir of an earlier run of the same dataset config (e.g. the demo\'s) '
     'whose teachers every run restores; default: the first run trains them.')
 flags.DEFINE_list('seeds', ['0', '1', '2', '3', '4'], 'Student seeds.')
+flags.DEFINE_string('tgt_method', 'tgt_random',
+                    'The TGT method of experiments that train one.')
 config_flags.DEFINE_config_file(
     'config', 'configs/digits_lt.py',
     'The experiment\'s base config, e.g. configs/digits_lt.py:quick (a smoke '

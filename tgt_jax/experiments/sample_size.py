@@ -43,7 +43,6 @@ flags.DEFINE_list('per_class', ['11', '28', '57', '114'],
 flags.DEFINE_integer('steps', 850, '[ours] Student steps at every size; 0 '
                      'keeps the base config\'s schedule (e.g. with :quick).')
 flags.DEFINE_list('baselines', ['onehot', 'kd'], 'Methods without TGT.')
-flags.DEFINE_string('tgt_method', 'tgt_random', 'The TGT method.')
 
 NAME = 'sample_size'
 NUM_CLASSES = 10
