@@ -540,6 +540,7 @@ def test_biggan128_shapes_match_the_tf_module():
     assert _path_exists(variables, path), tf_name
 
 
+@pytest.mark.integration  # 19 s: the fast tier keeps its 3 minutes.
 def test_baked_generator_matches_spectral_norm_generator_in_eval():
   generator, variables, z = _init_tiny_generator()
   # One training step moves u and the running statistics off their init.
