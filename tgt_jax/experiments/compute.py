@@ -39,7 +39,6 @@ import ml_collections
 from tgt_jax import cli
 from tgt_jax import evaluation
 from tgt_jax import train
-from tgt_jax import visualize
 from tgt_jax.experiments import grid
 from tgt_jax.experiments import seed_stats
 
@@ -189,7 +188,7 @@ def plot(table_rows: Sequence[Mapping[str, Any]], path: str) -> None:
   """Accuracy (overall, few-shot) against total training FLOPs (log), one
   line per method through its multiples, ± std bars. A row without a FLOP
   count has no place on the axis and is left out (the table shows it)."""
-  fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
+  _, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
   by_method = {}
   for row in table_rows:
     if row['total_flops'] is not None:
@@ -202,13 +201,9 @@ def plot(table_rows: Sequence[Mapping[str, Any]], path: str) -> None:
                   yerr=[100 * r[metric]['std'] for r in points],
                   marker='o', capsize=3, label=method)
     ax.set_xscale('log')
-    ax.set_xlabel('training FLOPs, teachers included')
-    ax.set_ylabel(f'{metric} test accuracy (%)')
-    ax.set_title(f'{"Few-shot" if metric == "few" else "Overall"} accuracy '
-                 'against compute')
-    ax.grid(alpha=0.3)
-  axes[0].legend()
-  visualize.save_figure(fig, path)
+  grid.metric_panels_done(axes, METRICS, 'training FLOPs, teachers included',
+                          '{metric} test accuracy (%)',
+                          'accuracy against compute', path)
 
 
 def run_experiment(base: ml_collections.ConfigDict, seeds: Sequence[int],

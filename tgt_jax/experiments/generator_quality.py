@@ -57,7 +57,6 @@ import scipy.stats
 
 from tgt_jax import cli
 from tgt_jax import train
-from tgt_jax import visualize
 from tgt_jax.experiments import grid
 from tgt_jax.experiments import seed_stats
 from tgt_jax.generators import families
@@ -281,7 +280,7 @@ def plot(table_rows: Sequence[Mapping[str, Any]], base_key: str,
   """The gain (overall, few-shot) against the validation agreement, one
   marker per family, the 95% interval as a bar. A generator without an
   agreement (no encoder) or without a gain (one seed) is left out."""
-  fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
+  _, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
   for ax, metric in zip(axes, METRICS):
     for family in dict.fromkeys(r['family'] for r in table_rows):
       points = sorted((r for r in table_rows if r['family'] == family and
@@ -296,13 +295,10 @@ def plot(table_rows: Sequence[Mapping[str, Any]], base_key: str,
                         [100 * r['gain'][metric]['high'] for r in points] -
                         means], marker='o', capsize=3, label=family)
     ax.axhline(0, color='gray', lw=0.8)
-    ax.set_xlabel('reconstruction agreement on validation (%)')
-    ax.set_ylabel(f'{metric} gain over {base_key} (points)')
-    ax.set_title(f'{"Few-shot" if metric == "few" else "Overall"} gain '
-                 'against generator quality')
-    ax.grid(alpha=0.3)
-  axes[0].legend()
-  visualize.save_figure(fig, path)
+  grid.metric_panels_done(axes, METRICS,
+                          'reconstruction agreement on validation (%)',
+                          f'{{metric}} gain over {base_key} (points)',
+                          'gain against generator quality', path)
 
 
 def main(argv):

@@ -34,6 +34,7 @@ from tgt_jax import files
 from tgt_jax import methods as methods_lib
 from tgt_jax import provenance as provenance_lib
 from tgt_jax import train
+from tgt_jax import visualize
 from tgt_jax.experiments import seed_stats
 
 TEACHER_STAGES = ('teacher_labeler', 'teacher_generator')
@@ -163,6 +164,19 @@ def header(title: str, info: Mapping[str, str]) -> str:
   return (f'## {title}\n\n'
           f'Command: `{info["command"]}`  \n'
           f'Ran: {info["date"]} on {info["machine"]}.\n')
+
+
+def metric_panels_done(axes, metrics: Sequence[str], xlabel: str,
+                       ylabel: str, subject: str, path: str) -> None:
+  """Labels the overall and few-shot panels of an experiment's plot alike
+  (`ylabel` and `subject` take the metric's name) and saves it."""
+  for ax, metric in zip(axes, metrics):
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel.format(metric=metric))
+    ax.set_title(f'{"Few-shot" if metric == "few" else "Overall"} {subject}')
+    ax.grid(alpha=0.3)
+  axes[0].legend()
+  visualize.save_figure(axes[0].figure, path)
 
 
 def write_outputs(workdir: str, name: str, payload: Mapping[str, Any],
