@@ -265,6 +265,7 @@ def test_the_vae_trains_through_the_generator_stage(tmp_path):
   config.methods = ('tgt_random',)
   config.num_epochs = config.teacher_labeler.num_epochs = 0.05
   config.teacher_generator.num_epochs = 0.2
+  config.report_checkpoint = 'best'  # The default is 'last' since eea7d55.
   first = train.train_and_evaluate(config, str(tmp_path))
   assert first['teacher_generator']['checkpoint'] == 'best'
   assert first['teacher_generator']['step'] > 0

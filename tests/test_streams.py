@@ -333,8 +333,11 @@ def test_full_size_tgt_gradient_step_on_cpu():
   # Ten steps an epoch; no dataset is read.
   data = student_setup.StudentData.uniform(num_classes, (224, 224, 3),
                                            num_examples=10 * 2)
-  counts = {name: pretrained.count_parameters(getattr(teachers, name)['params'])
-            for name in ('labeler', 'encoder', 'generator')}
+  # BigBiGAN's variables hold its two networks (generators/bigbigan.py).
+  counts = {'labeler': pretrained.count_parameters(teachers.labeler['params']),
+            **{name: pretrained.count_parameters(
+                teachers.generator[name]['params'])
+               for name in ('encoder', 'generator')}}
   variables = student_setup.random_variables(
       student_setup.classifier(config, data), 3, seed=0)
   counts['student'] = pretrained.count_parameters(variables['params'])
