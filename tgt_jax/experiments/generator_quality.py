@@ -53,6 +53,7 @@ import jax
 import matplotlib.pyplot as plt
 import ml_collections
 import numpy as np
+import scipy.special
 import scipy.stats
 
 from tgt_jax import cli
@@ -85,10 +86,8 @@ def labeler_score(probabilities: np.ndarray) -> float:
   """exp(E_i KL(p_i || mean_i p_i)) of the rows of `probabilities` (the
   labeler's softmax on prior samples): the Inception Score's formula."""
   p = np.asarray(probabilities, np.float64)
-  marginal = p.mean(axis=0, keepdims=True)
-  # 0 * log 0 = 0: a class a sample gives no mass adds nothing.
-  terms = np.where(p > 0, p * (np.log(np.where(p > 0, p, 1.0)) -
-                               np.log(np.where(p > 0, marginal, 1.0))), 0.0)
+  # rel_entr: p log(p / q), 0 where p = 0 (a class a sample gives no mass).
+  terms = scipy.special.rel_entr(p, p.mean(axis=0, keepdims=True))
   return float(math.exp(np.mean(np.sum(terms, axis=1))))
 
 
@@ -97,7 +96,9 @@ def measure_quality(run_dir: str, tgt_method: str,
   """The quality of a finished run's frozen teacher generator, read-only:
   {'agreement_val', 'labeler_score'} (module docstring)."""
   run, dataset = train.open_workdir(run_dir, methods_to_restore=[tgt_method])
-  teachers, _ = train.run_stages(run, dataset, evaluate_all=False)
+  # The two teacher stages alone: the students are not needed here.
+  teachers, _ = train.train_generator(run, dataset,
+                                      train.train_labeler(run, dataset))
   agreement = None
   if teachers.generator_model.has_encoder and dataset.has_split('val'):
     agreement = train.reconstruction_agreement(run, dataset, teachers, 'val')
@@ -117,26 +118,19 @@ def measure_quality(run_dir: str, tgt_method: str,
           'labeler_score': labeler_score(np.concatenate(chunks))}
 
 
-def variants(base: ml_collections.ConfigDict, families_used: Sequence[str],
-             multiples: Sequence[float], tgt_method: str, baseline: str
-             ) -> dict[str, ml_collections.ConfigDict]:
-  """The baseline's config, then one TGT config per (family, multiple)."""
-  configs = {}
+def tgt_config(base: ml_collections.ConfigDict, family: str,
+               multiple: float, tgt_method: str) -> ml_collections.ConfigDict:
+  """The TGT student's config with a generator of `family` trained for
+  `multiple` times the base config's generator epochs."""
   config = copy.deepcopy(base)
-  config.methods = (baseline,)
-  configs[BASELINE] = config
-  for family in families_used:
-    for multiple in multiples:
-      config = copy.deepcopy(base)
-      config.methods = (tgt_method,)
-      config.teacher_generator.family = family
-      config.teacher_generator.num_epochs = (
-          base.teacher_generator.num_epochs * multiple)
-      # Trained here, never taken from --teacher_dir: the generator is what
-      # varies.
-      config.teacher_generator.checkpoint = ''
-      configs[variant_name(family, multiple)] = config
-  return configs
+  config.methods = (tgt_method,)
+  config.teacher_generator.family = family
+  config.teacher_generator.num_epochs = (
+      base.teacher_generator.num_epochs * multiple)
+  # Trained here, never taken from --teacher_dir: the generator is what
+  # varies.
+  config.teacher_generator.checkpoint = ''
+  return config
 
 
 def _with_labeler(config: ml_collections.ConfigDict, labeler_dir: str | None
@@ -169,7 +163,8 @@ def run_experiment(base: ml_collections.ConfigDict, seeds: Sequence[int],
   if quality_fn is None:
     quality_fn = lambda run_dir: measure_quality(run_dir, tgt_method)
   info = grid.provenance()
-  configs = variants(base, families_used, multiples, tgt_method, baseline)
+  baseline_config = copy.deepcopy(base)
+  baseline_config.methods = (baseline,)
   labeler_dir = None
   if teacher_dir is not None:
     labeler_dir = os.path.join(teacher_dir, 'teacher_labeler')
@@ -179,37 +174,35 @@ def run_experiment(base: ml_collections.ConfigDict, seeds: Sequence[int],
           'pass the workdir of a finished run of this dataset config, or '
           'leave --teacher_dir out to train the labeler here.')
   results = grid.run_variants(
-      {BASELINE: _with_labeler(configs[BASELINE], labeler_dir)}, seeds,
+      {BASELINE: _with_labeler(baseline_config, labeler_dir)}, seeds,
       workdir, train_fn=train_fn)
   if labeler_dir is None:
     labeler_dir = os.path.join(workdir, BASELINE, f'seed_{seeds[0]}',
                                'teacher_labeler')
   base_key = grid.student_key(
-      next(iter(results[BASELINE].values())), baseline, configs[BASELINE])
-  multiple_of = {variant_name(f, m): m for f in families_used
-                 for m in multiples}
+      next(iter(results[BASELINE].values())), baseline, baseline_config)
   table_rows = []
-  for name, config in configs.items():
-    if name == BASELINE:
-      continue
-    # One variant at a time: its first seed trains its generator and the
-    # others restore it (run_variants shares from the first run), while
-    # the labeler is everyone's.
-    results.update(grid.run_variants(
-        {name: _with_labeler(config, labeler_dir)}, seeds, workdir,
-        train_fn=train_fn))
-    per_seed = results[name]
-    key = grid.student_key(next(iter(per_seed.values())),
-                                         tgt_method, config)
-    row = {'variant': name, 'family': config.teacher_generator.family,
-           'multiple': multiple_of[name],
-           'generator_epochs': config.teacher_generator.num_epochs,
-           'method': key,
-           **quality_fn(os.path.join(workdir, name, f'seed_{seeds[0]}')),
-           'tgt': grid.model_stats(per_seed, key, METRICS),
-           'gain': (gains(per_seed, key, results[BASELINE], base_key)
-                    if len(seeds) > 1 else None)}
-    table_rows.append(row)
+  for family in families_used:
+    for multiple in multiples:
+      name = variant_name(family, multiple)
+      config = tgt_config(base, family, multiple, tgt_method)
+      # One variant at a time: its first seed trains its generator and the
+      # others restore it (run_variants shares from the first run), while
+      # the labeler is everyone's.
+      results.update(grid.run_variants(
+          {name: _with_labeler(config, labeler_dir)}, seeds, workdir,
+          train_fn=train_fn))
+      per_seed = results[name]
+      key = grid.student_key(next(iter(per_seed.values())), tgt_method,
+                             config)
+      table_rows.append({
+          'variant': name, 'family': family, 'multiple': multiple,
+          'generator_epochs': config.teacher_generator.num_epochs,
+          'method': key,
+          **quality_fn(os.path.join(workdir, name, f'seed_{seeds[0]}')),
+          'tgt': grid.model_stats(per_seed, key, METRICS),
+          'gain': (gains(per_seed, key, results[BASELINE], base_key)
+                   if len(seeds) > 1 else None)})
   baseline_stats = grid.model_stats(results[BASELINE], base_key, METRICS)
   markdown = table(table_rows, base_key, baseline_stats, seeds, info)
   payload = {**info, 'seeds': list(seeds), 'families': list(families_used),
